@@ -16,6 +16,8 @@ typedef struct AD {
     Node ***scan_dstate;/* scan_dstate[id][i]: gradient of a scan's final state i */
     Span span;          /* of the node whose rule is running: derived nodes point at the user's line */
     int64_t window;
+    Diags *d;           /* user errors: an extern without a derivative */
+    bool *failed;       /* shared with the walks of scan bodies */
 } AD;
 
 static void internal(const char *what, const Node *n, const char *why) {
@@ -128,6 +130,19 @@ static void rule(AD *a, Node *n, Node *dy) {
         Node *g = node(a, OP_ACT_GRAD, 3, (Node *[]){in[0], n, dy});
         g->act = n->op;
         accum(a, in[0], emit(g));
+        return;
+    }
+    case OP_EXTERN: { /* dx = dy * grad(x), the derivative itself an extern call */
+        if (!n->ext->grad) {
+            diag_error(a->d, n->span, "cannot differentiate through extern '%s': it has no derivative", n->ext->name);
+            diag_note(a->d, n->ext->decl, "'%s' is declared here; name its derivative, float NAME(float x), with "
+                      "'grad NAME' after the library", n->ext->name);
+            *a->failed = true;
+            return;
+        }
+        Node *g = node(a, OP_EXTERN, 1, &in[0]);
+        g->ext = n->ext->grad;
+        accum(a, in[0], op2(a, OP_MUL, dy, emit(g)));
         return;
     }
     case OP_ADD:
@@ -395,6 +410,8 @@ static void grad_scan(AD *a, Node *s) {
      * and this step's output gradient. */
     AD b;
     ad_init(&b, gb, 0);
+    b.d = a->d;
+    b.failed = a->failed;
     for (int i = 0; i < nseq; i++) b.needs[px[i]->id] = a->needs[s->in[i]->id];
     for (int i = 0; i < nst; i++) b.needs[ph[i]->id] = true;
     for (int k = 0; k < ncap; k++) b.needs[pc[k]->id] = acc_of[k] >= 0;
@@ -489,8 +506,11 @@ bool ad_backward(Graph *g, const GradOptions *o, Diags *d) {
         return false;
     }
     AD a;
+    bool failed = false;
     g->nforward = g->nodes.len;
     ad_init(&a, g, o ? o->window : 0);
+    a.d = d;
+    a.failed = &failed;
     for (int i = 0; i < g->params.len; i++) {
         Node *p = g->params.items[i];
         a.needs[p->id] = p->param.trainable;
@@ -518,6 +538,7 @@ bool ad_backward(Graph *g, const GradOptions *o, Diags *d) {
     a.span = g->loss->span;
     a.grad[g->loss->id] = constant(&a, 1.0);
     walk(&a);
+    if (failed) return false;
     for (int i = 0; i < g->params.len; i++) {
         Node *p = g->params.items[i];
         Node *dp = p->param.trainable ? a.grad[p->id] : NULL;

@@ -1,7 +1,9 @@
 /* The built-in functions of the language: layers (with params), activations,
  * structural ops, losses and metrics. One table row per function; its
  * argument list is its documentation (docs/language.md mirrors it). */
+#include <dlfcn.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "elab_internal.h"
@@ -390,6 +392,127 @@ Value builtin_call(Elab *E, const Builtin *b, const Expr *call) {
     if (!elab_bind_args(E, b->name, b->args, nspecs(b), b->variadic, call, &a)) return v_error();
     if (b->kind == BI_ACTIVATION && !E->row_kind) E->row_kind = "Activation";
     return b->fn(E, b, &a, call->span);
+}
+
+/* ---- extern functions: float f(float) from a user's shared library ---- */
+
+/* Elementwise, f32 only, in models and cells alike. */
+BI_FN(fn_extern) {
+    const Extern *x = (const Extern *)b;
+    if (!x->fn.fn || (x->decl->grad && !x->grad.fn)) return v_error(); /* reported at the declaration */
+    Node *in = T(a, 0);
+    if (in->type.dtype != DT_F32) {
+        diag_error(E->d, a->at[0], "extern '%s' takes f32 values (it is float %s(float)), but %s is %s%s", b->name,
+                   b->name, in->name ? arena_printf(E->arena, "'%s'", in->name) : "its argument",
+                   type_str(E->arena, &in->type), in->type.dtype == DT_I32 ? " (token ids go through embedding first)" : "");
+        diag_note(E->d, x->decl->name_span, "'%s' is declared here", b->name);
+        return v_error();
+    }
+    Node *n = graph_add(E->g, OP_EXTERN, at, 1, &in);
+    n->ext = &x->fn;
+    const char *why;
+    if (!shape_infer(n, &why)) {
+        diag_error(E->d, at, "%s", why);
+        E->g->nodes.len--;
+        return v_error();
+    }
+    n->mask = in->mask;
+    return v_tensor(n, at);
+}
+
+/* The library as dlopen is to see it: a path with a slash is relative to the
+ * file that declares it (unless absolute); a bare name is left to dlopen's
+ * search (LD_LIBRARY_PATH, the cache, the system directories). */
+static const char *library_path(Elab *E, const Decl *d) {
+    const char *lib = d->path, *file = d->span.src ? d->span.src->path : NULL;
+    if (!strchr(lib, '/') || lib[0] == '/' || !file || !strrchr(file, '/')) return lib;
+    while (lib[0] == '.' && lib[1] == '/') lib += 2;
+    int dir = (int)(strrchr(file, '/') - file);
+    return arena_printf(E->arena, "%.*s/%s", dir, file, lib);
+}
+
+/* dlsym of a `float name(float)`, or NULL with an error at `at`. */
+static float (*find_symbol(Elab *E, void *lib, const char *path, const char *sym, const char *what, Span at))(float) {
+    dlerror(); /* clear: only a NULL with an error pending means "not found" */
+    void *p = dlsym(lib, sym);
+    const char *err = dlerror();
+    if (!err && p) return (float (*)(float))p;
+    diag_error(E->d, at, "library '%s' has no function '%s'%s: %s", path, sym, what,
+               err ? err : "the symbol's address is 0");
+    return NULL;
+}
+
+static int cmp_extern(const void *a, const void *b) {
+    const Extern *x = *(const Extern *const *)a, *y = *(const Extern *const *)b;
+    int c = strcmp(x->builtin.name, y->builtin.name);
+    return c ? c : (x->decl->span.off > y->decl->span.off) - (x->decl->span.off < y->decl->span.off);
+}
+
+void elab_load_externs(Elab *E) {
+    for (int m = 0; m < E->prog->modules.len; m++) {
+        const Module *mod = E->prog->modules.items[m];
+        for (int i = 0; i < mod->ndecls; i++) {
+            const Decl *d = mod->decls[i];
+            if (d->kind != DECL_EXTERN) continue;
+            if (builtin_find(d->name)) {
+                diag_error(E->d, d->name_span, "'%s' is a built-in function; an extern cannot take its name", d->name);
+                continue;
+            }
+            const Decl *cell = elab_find_cell(E, d->name);
+            if (cell) {
+                diag_error(E->d, d->name_span, "'%s' is the name of a cell; an extern cannot take it too", d->name);
+                diag_note(E->d, cell->name_span, "the cell is defined here");
+                continue;
+            }
+            bool twice = false;
+            for (int k = 0; k < E->externs.len && !twice; k++) {
+                const Extern *o = E->externs.items[k];
+                if (strcmp(o->builtin.name, d->name) != 0) continue;
+                diag_error(E->d, d->name_span, "extern '%s' is declared twice", d->name);
+                diag_note(E->d, o->decl->name_span, "first declared here");
+                twice = true;
+            }
+            if (twice) continue;
+            const char *path = d->path ? library_path(E, d) : "";
+            Extern *x = ARENA_NEW(E->arena, Extern);
+            x->decl = d;
+            x->builtin = (Builtin){.name = d->name, .kind = BI_ACTIVATION, .keras = "Activation", .fn = fn_extern};
+            x->builtin.args[0] = (ArgSpec){.name = d->ninputs ? d->inputs[0].name : "x", .type = A_TENSOR,
+                                           .help = "the input"};
+            x->fn = (ExternFn){.name = d->name, .library = path, .decl = d->name_span};
+            ptrvec_push(E->arena, &E->externs, x); /* even when broken: its calls stay quiet */
+            if (!d->path || d->ninputs != 1) continue; /* the parser has reported it */
+            /* RTLD_NOW: a library whose own dependencies are missing fails here,
+             * at the declaration, not at the first call. The handle is never
+             * closed: nodes keep the function pointers for the graph's life. */
+            void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+            if (!lib) {
+                const char *err = dlerror();
+                diag_error(E->d, d->path_span, "cannot load library '%s' of extern '%s': %s", path, d->name,
+                           err ? err : "dlopen failed");
+                continue;
+            }
+            x->fn.fn = find_symbol(E, lib, path, d->name, "", d->name_span);
+            if (!d->grad) continue;
+            x->grad = (ExternFn){.name = d->grad, .library = path, .decl = d->grad_span};
+            x->grad.fn = find_symbol(E, lib, path, d->grad,
+                                     arena_printf(E->arena, " (the derivative of '%s')", d->name), d->grad_span);
+            x->fn.grad = &x->grad;
+        }
+    }
+    if (E->externs.len > 1) qsort(E->externs.items, (size_t)E->externs.len, sizeof(void *), cmp_extern);
+}
+
+const Extern *elab_find_extern(Elab *E, const char *name) {
+    int lo = 0, hi = E->externs.len - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        const Extern *x = E->externs.items[mid];
+        int c = strcmp(x->builtin.name, name);
+        if (c == 0) return x;
+        if (c < 0) lo = mid + 1; else hi = mid - 1;
+    }
+    return NULL;
 }
 
 /* ---- initializers, after `init` in a param declaration ---- */

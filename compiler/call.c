@@ -11,6 +11,7 @@ static ffi_type *ffi_of(CgArgType t) {
     case CG_PTR: return &ffi_type_pointer;
     case CG_I32: return &ffi_type_sint32;
     case CG_U64: return &ffi_type_uint64;
+    case CG_F64: return &ffi_type_double;
     }
     return NULL;
 }

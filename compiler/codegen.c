@@ -25,6 +25,8 @@ struct CgModule {
     CgSignature update_sig;             /* after cg_add_update */
     char *update;                       /* owned: update_sig.name, or NULL */
     CgTiming timing;
+    CgExternSymbol *externs;            /* owned: cg_collect_externs */
+    int nexterns;
 };
 
 double cg_now_ms(void) {
@@ -83,6 +85,7 @@ static int64_t extra_bytes(int64_t batch, const Node *n) {
         return bytes;
     }
     if (n->op == OP_EMBED_GRAD) return 8 * type_elements(&n->type);
+    if (n->op == OP_MATMUL_T) return 4 * type_elements(&n->in[1]->type); /* the matrix, transposed */
     return 0;
 }
 
@@ -705,6 +708,7 @@ CgModule *cg_lower(const Graph *g, const char *name, char **error) {
     if (!cg.fns) cg_fail(&cg, NULL, "out of memory");
     if (!cg.error) lower_graph(&cg, g);
     if (!cg.error) lower_entry(&cg, g, m->entry);
+    if (!cg.error && !cg_collect_externs(g, &m->externs, &m->nexterns)) cg_fail(&cg, NULL, "out of memory");
     LLVMDisposeBuilder(cg.b);
     if (cg.fns)
         for (int i = 0; i < m->plan.ngraphs; i++) free(cg.fns[i]);
@@ -733,7 +737,13 @@ void cg_free(CgModule *m) {
     plan_free(&m->plan);
     free(m->entry);
     free(m->update);
+    free(m->externs);
     free(m);
+}
+
+int cg_extern_symbols(const CgModule *m, const CgExternSymbol **out) {
+    *out = m->externs;
+    return m->nexterns;
 }
 
 const CgPlan *cg_plan(const CgModule *m) { return &m->plan; }
@@ -782,12 +792,12 @@ bool cg_add_update(CgModule *m, const Optimizer *opt, char **error) {
 
     Cg cg;
     cg_start(&cg, m);
-    LLVMTypeRef params[2] = {cg.t_ptr, cg.t_i64};
-    cg.fn = LLVMAddFunction(cg.mod, m->update, LLVMFunctionType(cg.t_void, params, 2, false));
+    LLVMTypeRef params[3] = {cg.t_ptr, cg.t_i64, cg.t_f64};
+    cg.fn = LLVMAddFunction(cg.mod, m->update, LLVMFunctionType(cg.t_void, params, 3, false));
     cg.slab = LLVMGetParam(cg.fn, 0);
     cg.allocas = LLVMAppendBasicBlockInContext(cg.ctx, cg.fn, "entry");
     LLVMPositionBuilderAtEnd(cg.b, LLVMAppendBasicBlockInContext(cg.ctx, cg.fn, "start"));
-    cg_emit_update(&cg, g, opt, p->slot, LLVMGetParam(cg.fn, 1));
+    cg_emit_update(&cg, g, opt, p->slot, LLVMGetParam(cg.fn, 1), LLVMGetParam(cg.fn, 2));
     fn_end(&cg);
     LLVMDisposeBuilder(cg.b);
     if (cg.error) {
@@ -797,19 +807,15 @@ bool cg_add_update(CgModule *m, const Optimizer *opt, char **error) {
     if (!verify(m, g, error)) return false;
     m->update_sig = (CgSignature){.name = m->update,
                                   .ret = CG_VOID,
-                                  .nargs = 2,
-                                  .args = {CG_PTR, CG_U64},
-                                  .arg_names = {"slab", "step"}};
+                                  .nargs = 3,
+                                  .args = {CG_PTR, CG_U64, CG_F64},
+                                  .arg_names = {"slab", "step", "lr"}};
     m->timing.lower_ms += cg_now_ms() - t0;
     return true;
 }
 CgTiming *cg_timing(CgModule *m) { return &m->timing; }
 
-/* A target machine for this host's CPU and features, with the module's triple
- * and data layout set to match it. NULL with *error set on failure; the
- * caller disposes the machine. */
-static LLVMTargetMachineRef host_machine(LLVMModuleRef mod, LLVMRelocMode reloc, LLVMCodeModel model,
-                                         char **error) {
+LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, LLVMRelocMode reloc, LLVMCodeModel model, char **error) {
     cg_init_native();
     char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
     char *msg = NULL;
@@ -849,7 +855,7 @@ bool cg_emit(CgModule *m, CgEmitKind kind, const char *path, char **error) {
         return true;
     }
     /* Position-independent: the object is linked into executables and libraries. */
-    LLVMTargetMachineRef tm = host_machine(m->mod, LLVMRelocPIC, LLVMCodeModelDefault, error);
+    LLVMTargetMachineRef tm = cg_host_machine(m->mod, LLVMRelocPIC, LLVMCodeModelDefault, error);
     if (!tm) return false;
     /* The emitter takes a non-const file name. */
     char *file = cg_format("%s", path);
@@ -890,7 +896,7 @@ bool cg_optimize(CgModule *m, char **error) {
     double t0 = cg_now_ms();
     bool ok = false;
     LLVMPassBuilderOptionsRef opts = NULL;
-    LLVMTargetMachineRef tm = host_machine(m->mod, LLVMRelocDefault, LLVMCodeModelJITDefault, error);
+    LLVMTargetMachineRef tm = cg_host_machine(m->mod, LLVMRelocDefault, LLVMCodeModelJITDefault, error);
     if (!tm) goto cleanup;
     opts = LLVMCreatePassBuilderOptions();
     LLVMErrorRef err = LLVMRunPasses(m->mod, "default<O3>", tm, opts);

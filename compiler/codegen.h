@@ -80,7 +80,7 @@ int64_t cg_plan_offset(const CgPlan *p, const Node *n);
 
 /* An entry point's signature as data, for callers that build the call at run
  * time (libffi) or write a header (AOT). */
-typedef enum { CG_VOID, CG_PTR, CG_I32, CG_U64 } CgArgType;
+typedef enum { CG_VOID, CG_PTR, CG_I32, CG_U64, CG_F64 } CgArgType;
 #define CG_MAX_ARGS 4
 typedef struct CgSignature {
     const char *name;               /* the symbol */
@@ -98,8 +98,10 @@ typedef void (*CgStepFn)(uint8_t *slab, int32_t training, uint64_t dropout_seed,
 
 /* The optimizer's update (cg_add_update): one step of Keras' rule for every
  * trainable param with a gradient, from the gradients the step left in the
- * slab. `step` counts from 1 (Adam's bias correction). */
-typedef void (*CgUpdateFn)(uint8_t *slab, uint64_t step);
+ * slab. `step` counts from 1 (Adam's bias correction); `lr` is the learning
+ * rate (the recipe's, or the command line's: it is the one hyperparameter
+ * that is not compiled in). */
+typedef void (*CgUpdateFn)(uint8_t *slab, uint64_t step, double lr);
 
 /* Milliseconds spent in each stage, filled as the stages run. */
 typedef struct CgTiming {
@@ -124,8 +126,8 @@ void cg_free(CgModule *m);
  * momentum, under it with momentum, as TF2's kernels) or Adam. Params that
  * are frozen or have no gradient are left alone.
  *
- * Every hyperparameter, lr included, is a compile-time constant of the
- * module; a learning-rate schedule will need lr passed at run time.
+ * Every hyperparameter but lr is a compile-time constant of the module; lr is
+ * an argument, so a command line or a schedule can change it.
  *
  * Precision: the reference's, operation for operation. Gradients, weights and
  * slots are read as f32 and widened; clipping, norms (summed in element
@@ -139,9 +141,23 @@ void cg_free(CgModule *m);
  * then fit only for cg_free. */
 bool cg_add_update(CgModule *m, const Optimizer *opt, char **error);
 
+/* A function of a user's shared library the module calls (an `extern` of the
+ * .seq file). The JIT binds `name` to `address`; an AOT link must name
+ * `library` (or a copy of it) so the loader finds the symbol at run time.
+ * The strings belong to the graph the module was lowered from. */
+typedef struct CgExternSymbol {
+    const char *name;       /* the symbol the generated code calls: float name(float) */
+    void *address;          /* where dlsym found it in this process */
+    const char *library;    /* the path or soname the elaborator gave dlopen */
+} CgExternSymbol;
+
+/* The module's extern symbols, each once (derivatives included), in graph
+ * order; *out stays valid while m lives. Returns their number. */
+int cg_extern_symbols(const CgModule *m, const CgExternSymbol **out);
+
 const CgPlan *cg_plan(const CgModule *m);
 const CgSignature *cg_signature(const CgModule *m);
-/* The update's signature: `<name>_update(ptr slab, u64 step)`; NULL before cg_add_update. */
+/* The update's signature: `<name>_update(ptr slab, u64 step, f64 lr)`; NULL before cg_add_update. */
 const CgSignature *cg_update_signature(const CgModule *m);
 CgTiming *cg_timing(CgModule *m);
 
@@ -153,6 +169,14 @@ bool cg_optimize(CgModule *m, char **error);
  * file (position-independent). Emitting to a file leaves the module usable. */
 typedef enum { CG_EMIT_LLVM, CG_EMIT_ASM, CG_EMIT_OBJ } CgEmitKind;
 bool cg_emit(CgModule *m, CgEmitKind kind, const char *path, char **error);
+
+/* codegen_aot.c: the object that makes compiled entry points a model the
+ * runtime can run: the manifest (manifest.h) as data, `const RtModelCode
+ * <name>_code` (runtime/model.h) pointing at it and at the entry points
+ * (defined in the other objects; update may be NULL), and, when `with_main`,
+ * `int main(argc, argv)` calling rt_main. Written as a PIC object file. */
+bool cg_emit_stub(const char *name, const char *manifest, const char *train_step, const char *train_update,
+                  const char *infer_step, bool with_main, const char *path, char **error);
 
 /* The module's IR as text, for debugging. */
 void cg_dump_ir(const CgModule *m, FILE *out);
@@ -166,6 +190,7 @@ struct LLVMOrcOpaqueThreadSafeModule *cg_take_module(CgModule *m);
 #ifdef SEQC_CODEGEN_INTERNAL
 #include <llvm-c/Core.h>
 #include <llvm-c/Orc.h>
+#include <llvm-c/TargetMachine.h>
 
 /* A scan carries at most this many states (an LSTM's backward step carries
  * two states and one running sum per param: well below). */
@@ -241,13 +266,34 @@ void cg_zero(Cg *cg, const Node *n);
 void cg_copy_examples(Cg *cg, const Node *at, LLVMValueRef dst, const Type *dt, LLVMValueRef dst_off, LLVMValueRef src,
                       const Type *st, LLVMValueRef src_off, int64_t len);
 
+/* A target machine for this host's CPU and features, with the module's triple
+ * and data layout set to match it. NULL with *error set on failure; the
+ * caller disposes the machine. */
+LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, LLVMRelocMode reloc, LLVMCodeModel model, char **error);
+
+/* codegen_gemm.c: C(i, j) = sum over p of A(i, p) B(p, j) for i < M, j < N,
+ * all f32 in memory: A(i, p) at a[i * a_si + p * a_sp], B(p, j) at
+ * b[p * b_sp + j], C(i, j) written to c[i * c_si + j]. Each sum runs over p
+ * in order in double and is rounded once, as the interpreter's. */
+typedef struct CgGemm {
+    int64_t M, N, P;
+    LLVMValueRef a, b, c;
+    int64_t a_si, a_sp, b_sp, c_si;
+    bool exact;
+} CgGemm;
+void cg_gemm(Cg *cg, const CgGemm *g);
+
 /* codegen_ops.c: the body of a node's function, for every op but SCAN. */
 void cg_emit_op(Cg *cg, const Node *n);
+/* codegen_ops.c: the extern functions g calls (scan bodies included), each
+ * symbol once, as a malloc'd array; false when out of memory. */
+bool cg_collect_externs(const Graph *g, CgExternSymbol **out, int *n);
 
 /* codegen_update.c: the body of `<name>_update(ptr slab, u64 step)`, built
  * into cg->fn with cg->slab its first argument and `step` its second.
  * slot[which][param index] as CgPlan.slot. */
-void cg_emit_update(Cg *cg, const Graph *g, const Optimizer *opt, int64_t *const slot[CG_OPT_SLOTS], LLVMValueRef step);
+void cg_emit_update(Cg *cg, const Graph *g, const Optimizer *opt, int64_t *const slot[CG_OPT_SLOTS], LLVMValueRef step,
+                    LLVMValueRef lr);
 #endif
 
 #endif

@@ -11,6 +11,7 @@
 #include "codegen.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "dropout.h"
 
@@ -163,6 +164,20 @@ static LLVMValueRef unary(Cg *cg, const Node *n, LLVMValueRef *v) {
     }
 }
 
+/* The user's float f(float), called by its symbol: the JIT binds the symbol
+ * to the address dlsym found (cg_extern_symbols), an AOT link to the library. */
+static LLVMValueRef call_extern(Cg *cg, const Node *n, LLVMValueRef *v) {
+    LLVMTypeRef f32 = cg->t_f32, ty = LLVMFunctionType(f32, &f32, 1, false);
+    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, n->ext->name);
+    if (!fn) {
+        fn = LLVMAddFunction(cg->mod, n->ext->name, ty);
+    } else if (LLVMGlobalGetValueType(fn) != ty || LLVMCountBasicBlocks(fn) > 0) {
+        cg_fail(cg, n, "the symbol of extern '%s' is a function of the generated code", n->ext->name);
+        return v[0];
+    }
+    return LLVMBuildCall2(cg->b, ty, fn, v, 1, "");
+}
+
 static LLVMValueRef binary(Cg *cg, const Node *n, LLVMValueRef *v) {
     switch (n->op) {
     case OP_ADD: return fadd(cg, v[0], v[1]);
@@ -212,6 +227,13 @@ static void emit_matmul(Cg *cg, const Node *n) {
         return;
     }
     int64_t K = w->type.dims[0], N = w->type.dims[1], rows = elems(x) / K;
+    if (x->type.batched == n->type.batched && x->type.dtype == DT_F32) {
+        /* The batch and the leading axes are one run of rows. */
+        CgGemm gm = {.M = nex(cg, n) * rows, .N = N, .P = K, .a = cg_base(cg, x), .b = cg_base(cg, w),
+                     .c = cg_base(cg, n), .a_si = K, .a_sp = 1, .b_sp = N, .c_si = N, .exact = true};
+        cg_gemm(cg, &gm);
+        return;
+    }
     LLVMValueRef acc = cg_local(cg, cg->t_f64, NULL), wp = cg_base(cg, w);
     CgLoop lb = cg_loop_begin(cg, nex(cg, n));
     LLVMValueRef xp = cg_ex(cg, x, lb.i), op = cg_ex(cg, n, lb.i);
@@ -672,6 +694,19 @@ static void emit_matmul_t(Cg *cg, const Node *n) {
         return;
     }
     int64_t K = w->type.dims[0], N = w->type.dims[1], rows = elems(dy) / N;
+    if (dy->type.batched == n->type.batched && dy->type.dtype == DT_F32) {
+        /* w transposed into the node's working storage, so the tile reads rows of it. */
+        LLVMValueRef wt = cg_extra(cg, n), w0 = cg_base(cg, w);
+        CgLoop lk = cg_loop_begin(cg, K);
+        CgLoop lj = cg_loop_begin(cg, N);
+        cg_store(cg, cg->t_f32, wt, cg_mad(cg, lj.i, K, lk.i), cg_load(cg, cg->t_f32, w0, cg_mad(cg, lk.i, N, lj.i)));
+        cg_loop_end(cg, &lj);
+        cg_loop_end(cg, &lk);
+        CgGemm gm = {.M = nex(cg, n) * rows, .N = K, .P = N, .a = cg_base(cg, dy), .b = wt, .c = cg_base(cg, n),
+                     .a_si = N, .a_sp = 1, .b_sp = K, .c_si = K, .exact = true};
+        cg_gemm(cg, &gm);
+        return;
+    }
     LLVMValueRef acc = cg_local(cg, cg->t_f64, NULL), wp = cg_base(cg, w);
     CgLoop lb = cg_loop_begin(cg, nex(cg, n));
     LLVMValueRef dp = cg_ex(cg, dy, lb.i), op = cg_ex(cg, n, lb.i);
@@ -698,6 +733,13 @@ static void emit_matmul_w(Cg *cg, const Node *n) {
         return;
     }
     int64_t nb = x->type.batched || dy->type.batched ? cg->batch : 1;
+    if (x->type.batched == dy->type.batched && x->type.dtype == DT_F32 && dy->type.dtype == DT_F32) {
+        /* The sum runs over every row of the batch in (b, r) order: one run of rows. */
+        CgGemm gm = {.M = K, .N = N, .P = nb * rows, .a = cg_base(cg, x), .b = cg_base(cg, dy), .c = cg_base(cg, n),
+                     .a_si = 1, .a_sp = K, .b_sp = N, .c_si = N, .exact = true};
+        cg_gemm(cg, &gm);
+        return;
+    }
     LLVMValueRef acc = cg_local(cg, cg->t_f64, NULL), op = cg_base(cg, n);
     CgLoop lk = cg_loop_begin(cg, K);
     CgLoop lj = cg_loop_begin(cg, N);
@@ -1029,6 +1071,11 @@ void cg_emit_op(Cg *cg, const Node *n) {
         emit_map(cg, n, 1, ops, unary);
         return;
     }
+    case OP_EXTERN: {
+        const Node *ops[1] = {n->in[0]};
+        emit_map(cg, n, 1, ops, call_extern);
+        return;
+    }
     case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: {
         const Node *ops[2] = {n->in[0], n->in[1]};
         emit_map(cg, n, 2, ops, binary);
@@ -1084,4 +1131,37 @@ void cg_emit_op(Cg *cg, const Node *n) {
     case OP_COUNT: break;
     }
     cg_fail(cg, n, "no such op");
+}
+
+/* ---- the user's functions the module calls ------------------------------------------ */
+
+static bool collect_externs(const Graph *g, CgExternSymbol **out, int *n, int *cap) {
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *node = g->nodes.items[i];
+        if (node->op == OP_SCAN && !collect_externs(node->scan.body, out, n, cap)) return false;
+        if (node->op != OP_EXTERN) continue;
+        bool seen = false;
+        for (int k = 0; k < *n && !seen; k++) seen = strcmp((*out)[k].name, node->ext->name) == 0;
+        if (seen) continue;
+        if (*n == *cap) {
+            int grown = *cap ? *cap * 2 : 8;
+            CgExternSymbol *more = realloc(*out, sizeof *more * (size_t)grown);
+            if (!more) return false;
+            *out = more;
+            *cap = grown;
+        }
+        (*out)[(*n)++] = (CgExternSymbol){node->ext->name, (void *)node->ext->fn, node->ext->library};
+    }
+    return true;
+}
+
+bool cg_collect_externs(const Graph *g, CgExternSymbol **out, int *n) {
+    int cap = 0;
+    *out = NULL;
+    *n = 0;
+    if (collect_externs(g, out, n, &cap)) return true;
+    free(*out);
+    *out = NULL;
+    *n = 0;
+    return false;
 }

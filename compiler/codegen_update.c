@@ -67,13 +67,13 @@ static LLVMValueRef norm_factor(Cg *cg, LLVMValueRef sum, double limit) {
 /* One param: w [n] f32, its gradient [n] f32, slots s0, s1 [n] f32 (NULL
  * when unused). lr_t: Adam's bias-corrected rate, a double. */
 static void update_param(Cg *cg, const Optimizer *o, int64_t n, LLVMValueRef w, LLVMValueRef grad, LLVMValueRef s0,
-                         LLVMValueRef s1, LLVMValueRef by_norm, LLVMValueRef by_global, LLVMValueRef lr_t) {
+                         LLVMValueRef s1, LLVMValueRef by_norm, LLVMValueRef by_global, LLVMValueRef lr,
+                         LLVMValueRef lr_t) {
     LLVMTypeRef f32 = cg->t_f32, f64 = cg->t_f64;
     CgLoop l = cg_loop_begin(cg, n);
     LLVMValueRef k = l.i;
     LLVMValueRef g = clipped(cg, o, grad, k, by_norm, by_global);
     LLVMValueRef wk = LLVMBuildFPExt(cg->b, cg_load(cg, f32, w, k), f64, "");
-    LLVMValueRef lr = cg_f64(cg, o->lr);
 #define LOADD(p) LLVMBuildFPExt(cg->b, cg_load(cg, f32, (p), k), f64, "")
     switch (o->kind) {
     case OPT_SGD:
@@ -117,7 +117,8 @@ static void update_param(Cg *cg, const Optimizer *o, int64_t n, LLVMValueRef w, 
     cg_loop_end(cg, &l);
 }
 
-void cg_emit_update(Cg *cg, const Graph *g, const Optimizer *o, int64_t *const slot[CG_OPT_SLOTS], LLVMValueRef step) {
+void cg_emit_update(Cg *cg, const Graph *g, const Optimizer *o, int64_t *const slot[CG_OPT_SLOTS], LLVMValueRef step,
+                    LLVMValueRef lr) {
     int np = g->params.len;
     LLVMValueRef *by_norm = calloc((size_t)(np > 0 ? np : 1), sizeof *by_norm);
     if (!by_norm) {
@@ -159,7 +160,7 @@ void cg_emit_update(Cg *cg, const Graph *g, const Optimizer *o, int64_t *const s
         a[0] = cg_f64(cg, o->beta_1);
         LLVMValueRef b1t = cg_call(cg, cg->pow, a, 2);
         LLVMValueRef one = cg_f64(cg, 1);
-        lr_t = fdiv(cg, fmul(cg, cg_f64(cg, o->lr), sqrtd(cg, fsub(cg, one, b2t))), fsub(cg, one, b1t));
+        lr_t = fdiv(cg, fmul(cg, lr, sqrtd(cg, fsub(cg, one, b2t))), fsub(cg, one, b1t));
     }
 
     for (int i = 0; i < np; i++) {
@@ -174,7 +175,7 @@ void cg_emit_update(Cg *cg, const Graph *g, const Optimizer *o, int64_t *const s
             break;
         }
         update_param(cg, o, type_elements(&p->type), cg_base(cg, p), cg_base(cg, dp), s[0], s[1], by_norm[i],
-                     by_global, lr_t);
+                     by_global, lr, lr_t);
     }
 done:
     free(by_norm);

@@ -105,6 +105,7 @@ static const char *suggest_name(Elab *E, const char *name, bool functions) {
     const char *cands[512];
     int n = builtin_names(cands, 256);
     for (int i = 0; i < E->cells.len && n < 400; i++) cands[n++] = ((const Decl *)E->cells.items[i])->name;
+    for (int i = 0; i < E->externs.len && n < 450; i++) cands[n++] = ((const Extern *)E->externs.items[i])->builtin.name;
     if (!functions && E->scope)
         for (Binding *b = E->scope->first; b && n < 512; b = b->order) cands[n++] = b->name;
     return elab_suggest(name, cands, n);
@@ -128,7 +129,7 @@ static bool propagates_mask(OpKind op) {
     switch (op) {
     case OP_NEG: case OP_TANH: case OP_SIGMOID: case OP_HARD_SIGMOID: case OP_RELU: case OP_EXP: case OP_LOG:
     case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SOFTMAX: case OP_MATMUL: case OP_SLICE:
-    case OP_CONCAT: case OP_BATCHNORM:
+    case OP_CONCAT: case OP_BATCHNORM: case OP_EXTERN:
         return true;
     default:
         return false;
@@ -255,6 +256,8 @@ static Value eval_name(Elab *E, const Expr *e) {
         return (Value){.kind = V_BOOL, .span = e->span, .b = e->name[0] == 't'};
     const Builtin *fn = builtin_find(e->name);
     if (fn) return (Value){.kind = V_FUNC, .span = e->span, .fn = fn};
+    const Extern *x = elab_find_extern(E, e->name);
+    if (x) return (Value){.kind = V_FUNC, .span = e->span, .fn = &x->builtin};
     const Decl *cell = elab_find_cell(E, e->name);
     if (cell) return (Value){.kind = V_CELL, .span = e->span, .cell = cell};
     if (used_before_definition(E, e)) return v_error();
@@ -290,6 +293,8 @@ static Value eval_call(Elab *E, const Expr *e) {
     if (cell) return elab_scan_layer(E, cell, e);
     const Builtin *fn = builtin_find(name);
     if (fn) return builtin_call(E, fn, e);
+    const Extern *x = elab_find_extern(E, name);
+    if (x) return builtin_call(E, &x->builtin, e);
     const char *hint = suggest_name(E, name, true);
     if (hint)
         diag_error(E->d, e->call.callee_span, "unknown function '%s'; did you mean '%s'?", name, hint);
@@ -706,6 +711,12 @@ bool elab_reserved_name(Elab *E, const char *name, Span at) {
         diag_error(E->d, at, "'%s' is the name of a built-in function or cell; choose another name", name);
         return true;
     }
+    const Extern *x = elab_find_extern(E, name);
+    if (x) {
+        diag_error(E->d, at, "'%s' is the name of an extern function; choose another name", name);
+        diag_note(E->d, x->decl->name_span, "'%s' is declared here", name);
+        return true;
+    }
     return false;
 }
 
@@ -742,6 +753,10 @@ static void model_input(Elab *E, const Stmt *s) {
     if (!ok) {
         elab_scope_add(E, s->names[0], s->name_spans[0], s->kind == ST_INPUT ? BK_INPUT : BK_TARGET, v_error());
         return;
+    }
+    if (t.rank >= 1 && E->steps > 0) {
+        if (E->declared_steps == 0 && s->kind == ST_INPUT) E->declared_steps = t.dims[0];
+        if (t.dims[0] == E->declared_steps) t.dims[0] = E->steps;
     }
     Node *n = graph_add(E->model, OP_INPUT, s->span, 0, NULL);
     n->type = t;
@@ -896,6 +911,8 @@ static bool model_graph(Elab *E, const Decl *m, const Decl *tb, const ElabOption
     out->decl = m;
     train_defaults(&out->recipe);
     Graph *g = graph_new(E->arena, NULL, m->name);
+    E->steps = o ? o->steps : 0;
+    E->declared_steps = 0;
     E->model = g;
     E->g = g;
     E->cell = NULL;
@@ -970,6 +987,7 @@ static void elab_init(Elab *E, Program *p, Arena *arena, Diags *d) {
     E->d = d;
     E->arena = arena;
     collect_cells(E);
+    elab_load_externs(E);
 }
 
 bool elab_model(Program *p, const char *name, const ElabOptions *o, Arena *arena, Model *out, Diags *d) {

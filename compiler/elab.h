@@ -11,6 +11,11 @@
 
 typedef struct ElabOptions {
     int64_t batch;          /* 0: the train block's, else Keras' default 32 */
+    /* 0: as declared. Else the length of the time axis: every input and
+     * target whose first axis has the first sequence input's declared length
+     * gets `steps` instead. A stateful model reads its stream this many steps
+     * at a time (bptt from the command line; 1 to generate token by token). */
+    int64_t steps;
 } ElabOptions;
 
 typedef struct Model {

@@ -94,6 +94,9 @@ struct Elab {
     bool check_only;        /* sample instantiation of a cell: warn about unused names */
     PtrVec cells;           /* every cell of the program (const Decl*) */
     PtrVec broken_cells;    /* cells whose errors were reported already */
+    PtrVec externs;         /* every loaded extern of the program (Extern*), sorted by name */
+    int64_t steps;          /* ElabOptions.steps */
+    int64_t declared_steps; /* the first sequence input's declared length */
 };
 
 /* Names: one table per block (a model's or a cell's); globals (cells,
@@ -172,6 +175,21 @@ int builtin_names(const char **names, int max);
 Value builtin_call(Elab *E, const Builtin *b, const Expr *call);
 bool builtin_init_spec(Elab *E, const Expr *e, const Type *t, InitSpec *out);
 bool builtin_is_activation(const Builtin *b);
+
+/* An `extern` declaration whose library and symbols were found. It is called
+ * like an activation: `builtin` is its row, so a name that refers to it is a
+ * V_FUNC like `tanh` (dense(h, units: 4, activation: swish) works). */
+typedef struct Extern {
+    Builtin builtin;        /* first: builtin_call hands a Builtin* back to its function */
+    const Decl *decl;
+    ExternFn fn, grad;      /* grad.fn is NULL when the declaration has no `grad` */
+} Extern;
+
+/* Loads the library of every extern of the program (dlopen, then dlsym of the
+ * function and its derivative), reporting what cannot be found at the
+ * declaration, and fills E->externs. */
+void elab_load_externs(Elab *E);
+const Extern *elab_find_extern(Elab *E, const char *name);
 
 /* train.c */
 void train_elab(Elab *E, const Decl *block, TrainRecipe *r);

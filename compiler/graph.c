@@ -117,6 +117,7 @@ static void print_payload(FILE *out, const Node *n) {
         break;
     case OP_PARAM: fprintf(out, " %s%s", n->param.init.kind, n->param.trainable ? "" : " non-trainable"); break;
     case OP_ACT_GRAD: fprintf(out, " of %s", op_name(n->act)); break;
+    case OP_EXTERN: fprintf(out, " %s", n->ext->name); break;
     case OP_LOSS_GRAD: case OP_BCE: case OP_SCE: case OP_CCE:
         if (n->op == OP_LOSS_GRAD) fprintf(out, " of %s", op_name(n->loss.loss));
         if (n->loss.from_logits) fputs(" from_logits", out);
@@ -195,6 +196,7 @@ static void dot_graph(const Graph *g, FILE *out, const char *prefix, int depth) 
         fputs(op_name(n->op), out);
         if (n->op == OP_SCAN && n->scan.cell) fprintf(out, " %s%s", n->scan.cell, n->scan.reverse ? " (reverse)" : "");
         if (n->op == OP_ACT_GRAD) fprintf(out, " of %s", op_name(n->act));
+        if (n->op == OP_EXTERN) fprintf(out, " %s", n->ext->name);
         if (n->op == OP_LOSS_GRAD) fprintf(out, " of %s", op_name(n->loss.loss));
         if (n->op == OP_CONST) fprintf(out, " %g", n->constant);
         if (n->op == OP_PARAM && !n->param.trainable) fputs(" (non-trainable)", out);
@@ -224,4 +226,12 @@ void graph_dot(const Graph *g, FILE *out) {
             g->name ? g->name : "", (long long)g->batch);
     dot_graph(g, out, "n", 1);
     fputs("}\n", out);
+}
+
+bool graph_is_stateful(const Graph *g) {
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *n = g->nodes.items[i];
+        if (n->op == OP_SCAN && n->scan.stateful) return true;
+    }
+    return false;
 }

@@ -39,6 +39,18 @@ typedef struct Type {
 typedef struct Graph Graph;
 typedef struct Node Node;
 
+/* A function `float name(float)` from a user's shared library (an `extern`
+ * declaration), loaded by the elaborator: the interpreter calls `fn`, the
+ * generated code calls the symbol `name`. The library stays loaded for the
+ * life of the process. */
+typedef struct ExternFn {
+    const char *name;           /* the symbol, as the library exports it */
+    const char *library;        /* the path or soname dlopen was given */
+    float (*fn)(float);
+    const struct ExternFn *grad;/* its derivative, float grad(float x) = d name/dx at x; NULL: none declared */
+    Span decl;                  /* the declaration (for the derivative: its name after `grad`) */
+} ExternFn;
+
 typedef enum { ROLE_INPUT, ROLE_TARGET } InputRole;
 typedef enum { ACC_BINARY, ACC_SPARSE, ACC_CATEGORICAL } AccuracyKind;
 
@@ -80,6 +92,7 @@ struct Node {
         struct { OpKind loss; bool from_logits; } loss;   /* BCE, SCE, CCE, MSE, LOSS_GRAD */
         AccuracyKind accuracy;
         OpKind act;                                       /* ACT_GRAD */
+        const ExternFn *ext;                              /* EXTERN */
     };
 };
 
@@ -119,6 +132,9 @@ int op_arity(OpKind op);        /* -1: variadic */
 Graph *graph_new(Arena *arena, Graph *parent, const char *name);
 /* Appends a node with the given inputs; its type is left for shape_infer. */
 Node *graph_add(Graph *g, OpKind op, Span span, int nin, Node **in);
+
+/* True when a scan of g carries its state from one batch to the next. */
+bool graph_is_stateful(const Graph *g);
 
 int64_t type_elements(const Type *t);   /* per example */
 bool type_equal(const Type *a, const Type *b);

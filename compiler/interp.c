@@ -4,6 +4,7 @@
  * one that is obviously right. */
 #include "interp.h"
 
+#include <ffi.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,7 +32,11 @@ struct Interp {
     bool training;
     uint64_t dropout_seed;
     double **slots[2];      /* optimizer state by model node id, made on first use */
+    ffi_cif extern_cif;     /* float f(float): every extern function's signature */
 };
+
+/* The argument types of extern_cif: libffi keeps the pointer, not a copy. */
+static ffi_type *extern_args[1] = {&ffi_type_float};
 
 /* Dropout streams start here so that they never meet the param streams
  * (a param's stream is its index in model->params). */
@@ -118,6 +123,8 @@ Interp *interp_new(const Graph *model, Precision prec) {
     it->prec = prec;
     it->batch = model->batch;
     it->top = store_new(model);
+    if (ffi_prep_cif(&it->extern_cif, FFI_DEFAULT_ABI, 1, &ffi_type_float, extern_args) != FFI_OK)
+        fail(NULL, "libffi cannot describe float f(float)");
     return it;
 }
 
@@ -264,6 +271,25 @@ static void ev_unary(Interp *it, Store *s, const Node *n) {
         const double *xb = ex(s, x, b);
         double *o = ex(s, n, b);
         for (int64_t i = 0; i < elems(n); i++) o[i] = unary(n, xb[i]);
+    }
+}
+
+/* x [...] -> [...]: the user's float f(float) at every element, called
+ * through libffi as any foreign function is. The argument is x rounded to
+ * float, the result exact in f32: in PREC_F64 too the function computes in f32. */
+static void ev_extern(Interp *it, Store *s, const Node *n) {
+    const Node *x = n->in[0];
+    if (!n->ext || !n->ext->fn) fail(n, "no function to call");
+    for (int64_t b = 0; b < nex(it, n); b++) {
+        const double *xb = ex(s, x, b);
+        double *o = ex(s, n, b);
+        for (int64_t i = 0; i < elems(n); i++) {
+            float arg = (float)xb[i];
+            void *args[1] = {&arg};
+            union { ffi_arg word; float f; } r; /* libffi writes at least a register's width */
+            ffi_call(&it->extern_cif, FFI_FN(n->ext->fn), &r, args);
+            o[i] = r.f;
+        }
     }
 }
 
@@ -996,6 +1022,7 @@ static void eval_node(Interp *it, Store *s, const Node *n) {
     case OP_EXP:
     case OP_LOG:
     case OP_RSQRT: ev_unary(it, s, n); break;
+    case OP_EXTERN: ev_extern(it, s, n); break;
     case OP_ADD:
     case OP_SUB:
     case OP_MUL:

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dropout.h"
 
@@ -57,6 +58,48 @@ static LLVMErrorRef define_runtime(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd) {
     return err;
 }
 
+/* The user's extern functions, at the addresses dlsym found: their libraries
+ * were opened RTLD_LOCAL, so the process search below would not see them. A
+ * symbol the runtime binds already (a user's own `expf`) would be defined
+ * twice; unless it is the very same function, say so. NULL: no error. */
+static char *define_externs(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, const CgModule *m) {
+    const CgExternSymbol *ext;
+    int n = cg_extern_symbols(m, &ext), kept = 0;
+    if (n == 0) return NULL;
+    LLVMOrcCSymbolMapPair *pairs = calloc((size_t)n, sizeof *pairs);
+    if (!pairs) return cg_format("seqc: jit: out of memory");
+    for (int i = 0; i < n; i++) {
+        bool runtime = false;
+        for (size_t k = 0; k < sizeof runtime_symbols / sizeof runtime_symbols[0]; k++) {
+            if (strcmp(runtime_symbols[k].name, ext[i].name) != 0) continue;
+            if ((void *)runtime_symbols[k].fn != ext[i].address) {
+                for (int j = 0; j < kept; j++) LLVMOrcReleaseSymbolStringPoolEntry(pairs[j].Name);
+                free(pairs);
+                return cg_format("seqc: jit: extern '%s' of %s has the name of a function the generated code calls "
+                                 "itself; rename it in the library", ext[i].name, ext[i].library);
+            }
+            runtime = true;
+        }
+        if (runtime) continue;
+        pairs[kept].Name = LLVMOrcLLJITMangleAndIntern(jit, ext[i].name);
+        pairs[kept].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)ext[i].address;
+        pairs[kept].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable;
+        pairs[kept].Sym.Flags.TargetFlags = 0;
+        kept++;
+    }
+    char *msg = NULL;
+    if (kept > 0) {
+        LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(pairs, (size_t)kept);
+        LLVMErrorRef err = LLVMOrcJITDylibDefine(jd, mu);
+        if (err) {
+            LLVMOrcDisposeMaterializationUnit(mu);
+            msg = error_text("cannot define the extern functions", err);
+        }
+    }
+    free(pairs);
+    return msg;
+}
+
 CgJit *cg_jit(CgModule *m, char **error) {
     *error = NULL;
     if (!cg_optimize(m, error)) return NULL;
@@ -79,6 +122,8 @@ CgJit *cg_jit(CgModule *m, char **error) {
         *error = error_text("cannot define the runtime's symbols", err);
         goto fail;
     }
+    *error = define_externs(j->jit, jd, m);
+    if (*error) goto fail;
     /* Anything else the code generator may call (memcpy, memset) from the process. */
     LLVMOrcDefinitionGeneratorRef gen;
     err = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL);

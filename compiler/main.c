@@ -9,8 +9,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "build.h"
 #include "codegen.h"
 #include "elab.h"
+#include "jit.h"
+#include "link.h"
+#include "model.h"
+#include "plot.h"
 #include "gradcheck.h"
 #include "schedule.h"
 #include "program.h"
@@ -26,7 +31,9 @@ static const char usage[] =
     "  summary FILE     print the model's layers, output shapes and parameter counts (as Keras does)\n"
     "  graph FILE       print the model's graph in Graphviz dot (--grad: with its backward pass)\n"
     "  gradcheck FILE   compare every param's gradient with finite differences\n"
-    "  compile FILE     compile the training step through LLVM (--emit=llvm|asm|obj)\n"
+    "  run FILE CMD     compile in memory and train, eval, predict, sample (seqc run FILE --help)\n"
+    "  plot CSV|--embeddings CKPT  draw training curves or an embedding as SVG\n"
+    "  compile FILE     compile to an executable (-o NAME), a library (--emit=lib) or llvm|asm|obj\n"
     "\n"
     "options:\n"
     "  --help           show help (also: seqc COMMAND --help)\n"
@@ -62,19 +69,40 @@ static const char *const command_help[][2] = {
      "  --model NAME     the model to show when the file defines several\n"
      "  --batch N        batch size shown in the shapes (default: the train block's, else 32)\n"},
     {"compile",
-     "usage: seqc compile --emit=llvm|asm|obj [-o PATH] [--time] [--model NAME] [--batch N] FILE\n"
+     "usage: seqc compile [-o NAME] [--emit=exe|lib|obj|asm|llvm] [--time] [--model NAME] [--batch N]\n"
+     "                    [--bptt N] FILE\n"
      "\n"
-     "Compiles the model's training step (the forward pass and, when the model has a\n"
-     "loss, the backward pass under the train block's truncated backpropagation)\n"
-     "through LLVM for this machine's CPU, optimized at O3, and writes it as LLVM IR\n"
-     "text, assembly or a position-independent object file. The step is one function,\n"
-     "NAME_step(slab, training, dropout_seed, upto), over one memory slab.\n"
+     "Compiles the model through LLVM for this machine's CPU, optimized at O3. By default\n"
+     "(--emit=exe) it writes a standalone executable NAME that takes the same commands\n"
+     "as `seqc run` (train, eval, predict, sample, embeddings, info); the batch and the\n"
+     "bptt window are compiled in. --emit=lib writes NAME.h and libNAME.a, a static library\n"
+     "with a small C API (see docs/cli.md). --emit=obj, asm or llvm write the training step\n"
+     "alone (NAME_step(slab, training, dropout_seed, upto) over one memory slab) as an\n"
+     "object file, assembly or LLVM IR.\n"
      "\n"
-     "  --emit=KIND      llvm, asm or obj\n"
-     "  -o PATH          the output file (default: the model's name with .ll, .s or .o)\n"
+     "  -o NAME          the output (default: the model's name, plus .o, .s or .ll)\n"
+     "  --emit=KIND      exe (default), lib, obj, asm or llvm\n"
      "  --time           print the time spent in each stage\n"
      "  --model NAME     the model to compile when the file defines several\n"
-     "  --batch N        batch size compiled in (default: the train block's, else 32)\n"},
+     "  --batch N        batch size compiled in (default: the train block's, else 32)\n"
+     "  --bptt N         truncated backpropagation window compiled in (default: the train block's)\n"},
+    {"run",
+     "usage: seqc run [--time] [--model NAME] FILE COMMAND [options]\n"
+     "\n"
+     "Compiles the model in memory (LLVM ORC JIT) and runs COMMAND on it, exactly as the\n"
+     "executable `seqc compile` would write:\n"
+     "  train        train on the train block's data, with validation, checkpoints, history\n"
+     "  eval         loss and metrics on --data (default: the validation data)\n"
+     "  predict      one line of outputs per input line of --data (default: standard input)\n"
+     "  sample       generate text from --prime\n"
+     "  embeddings   the embedding matrix as TSV\n"
+     "  info         the compiled model's tensors and recipe\n"
+     "`seqc run FILE COMMAND --help` lists the options of the commands.\n"
+     "\n"
+     "  --time           print the compile time of each stage (parse, passes, LLVM, JIT)\n"
+     "  --model NAME     the model to run when the file defines several\n"
+     "  --batch N        compile for this batch size (also passed to the command)\n"
+     "  --bptt N         compile for this truncated backpropagation window\n"},
     {"gradcheck",
      "usage: seqc gradcheck [--model NAME] [--batch N] [--seed S] [--samples N] FILE\n"
      "\n"
@@ -94,7 +122,7 @@ static const char *const command_help[][2] = {
 typedef struct Options {
     bool grad, text, time;
     const char *model, *emit, *out;
-    int64_t batch, seed, samples;
+    int64_t batch, bptt, seed, samples;
     const char *files[256];
     int nfiles;
 } Options;
@@ -111,6 +139,7 @@ typedef struct OptionSpec {
 static const OptionSpec option_specs[] = {
     {"--model", "summary graph gradcheck compile", OPT_STRING, offsetof(Options, model), 0, 0},
     {"--batch", "check summary graph gradcheck compile", OPT_INT, offsetof(Options, batch), 1, 1 << 24},
+    {"--bptt", "compile", OPT_INT, offsetof(Options, bptt), 1, 1 << 30},
     {"--grad", "graph", OPT_FLAG, offsetof(Options, grad), 0, 0},
     {"--text", "graph", OPT_FLAG, offsetof(Options, text), 0, 0},
     {"--seed", "gradcheck", OPT_INT, offsetof(Options, seed), 0, LLONG_MAX},
@@ -213,66 +242,202 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* `seqc compile`: the training step (forward, backward) of the model, through
- * LLVM, written as IR, assembly or an object file. */
+static char *message(const char *fmt, const char *arg) {
+    size_t n = strlen(fmt) + strlen(arg) + 1;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, fmt, arg);
+    return s;
+}
+
+static void print_timing(const Build *b, double emit_ms, const char *last) {
+    const CgTiming *t = cg_timing(b->train_code), *i = cg_timing(b->infer_code);
+    fprintf(stderr, "parse and elaborate %.1f ms, autodiff %.1f ms, lower %.1f ms, LLVM O3 %.1f ms, %s %.1f ms\n",
+            b->elab_ms, b->autodiff_ms, t->lower_ms + i->lower_ms, t->passes_ms + i->passes_ms, last, emit_ms);
+}
+
+/* NAME.h for --emit=lib: the C API of runtime/api.c bound to this model. */
+static bool write_header(const char *path, const Build *b, char **err) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        *err = message("seqc compile: cannot write %s", path);
+        return false;
+    }
+    const Graph *g = b->infer.graph;
+    const char *n = g->name;
+    const Node *x = g->inputs.items[0], *y = g->output;
+    fprintf(f, "/* %s: the model of %s, compiled by seqc. Link with lib%s.a and -lm.\n"
+               " * One example at a time: %s_predict reads the input (%s, %lld values) and\n"
+               " * writes the output (f32, %lld values). */\n",
+            n, b->program->root->src->path, n, n, x->type.dtype == DT_I32 ? "int32_t token ids" : "float",
+            (long long)type_elements(&x->type), (long long)type_elements(&y->type));
+    fprintf(f, "#ifndef %s_MODEL_H\n#define %s_MODEL_H\n\n#include <stdint.h>\n\n", n, n);
+    fprintf(f, "typedef struct SeqcModel SeqcModel;\nstruct RtModelCode;\nextern const struct RtModelCode %s_code;\n\n", n);
+    fputs("/* runtime/api.c */\n"
+          "SeqcModel *seqc_model_new(const struct RtModelCode *code);\n"
+          "int seqc_model_load(SeqcModel *m, const char *safetensors_path);\n"
+          "int seqc_model_predict(SeqcModel *m, const void *input, float *output);\n"
+          "void seqc_model_reset(SeqcModel *m);\n"
+          "const char *seqc_model_error(const SeqcModel *m);\n"
+          "void seqc_model_free(SeqcModel *m);\n\n", f);
+    fprintf(f, "#define %s_INPUT_SIZE %lld\n#define %s_OUTPUT_SIZE %lld\n\n", n, (long long)type_elements(&x->type), n,
+            (long long)type_elements(&y->type));
+    fprintf(f, "/* NULL when out of memory. Params start from the model's initializers (seed 1). */\n"
+               "static inline SeqcModel *%s_new(void) { return seqc_model_new(&%s_code); }\n", n, n);
+    fprintf(f, "/* Weights from a checkpoint or a safetensors file; 0 on success, else see seqc_model_error. */\n"
+               "static inline int %s_load(SeqcModel *m, const char *path) { return seqc_model_load(m, path); }\n", n);
+    fprintf(f, "/* One forward step; a stateful model carries its state to the next call. 0 on success. */\n"
+               "static inline int %s_predict(SeqcModel *m, const void *input, float *output) {\n"
+               "    return seqc_model_predict(m, input, output);\n}\n", n);
+    fprintf(f, "static inline void %s_reset(SeqcModel *m) { seqc_model_reset(m); }\n", n);
+    fprintf(f, "static inline void %s_free(SeqcModel *m) { seqc_model_free(m); }\n\n#endif\n", n);
+    if (fclose(f) != 0) {
+        *err = message("seqc compile: cannot write %s", path);
+        return false;
+    }
+    return true;
+}
+
+/* `seqc compile`: an executable (default), a static library, or the training
+ * step as an object file, assembly or LLVM IR. */
 static int cmd_compile(const Options *o) {
     static const struct { const char *name, *ext; CgEmitKind kind; } kinds[] = {
         {"llvm", "ll", CG_EMIT_LLVM}, {"asm", "s", CG_EMIT_ASM}, {"obj", "o", CG_EMIT_OBJ}};
+    const char *emit = o->emit ? o->emit : "exe";
     int k = -1;
-    for (int i = 0; i < 3 && o->emit; i++)
-        if (strcmp(o->emit, kinds[i].name) == 0) k = i;
-    if (!o->emit) {
-        fprintf(stderr, "seqc compile: this build writes the compiled step only (--emit=llvm, asm or obj); "
-                        "executables need the training runtime, which it does not have yet\n");
-        return 2;
-    }
-    if (k < 0) {
-        fprintf(stderr, "seqc compile: --emit takes llvm, asm or obj, not '%s'\n", o->emit);
+    for (int i = 0; i < 3; i++)
+        if (strcmp(emit, kinds[i].name) == 0) k = i;
+    bool exe = strcmp(emit, "exe") == 0, lib = strcmp(emit, "lib") == 0;
+    if (k < 0 && !exe && !lib) {
+        fprintf(stderr, "seqc compile: --emit takes exe, lib, obj, asm or llvm, not '%s'\n", emit);
         return 2;
     }
     if (o->nfiles != 1) {
         fprintf(stderr, "seqc compile: takes exactly one file\n");
         return 2;
     }
-    double t0 = now_ms();
     Diags d;
     diag_init(&d);
-    Program *p = program_load(o->files[0], &d);
-    if (!p) return finish(&d, 1);
-    Arena arena;
-    arena_init(&arena);
-    ElabOptions eo = {.batch = o->batch};
-    Model m;
+    BuildOptions bo = {.path = o->files[0], .model = o->model, .batch = o->batch, .bptt = o->bptt};
+    Build b;
+    char *err = NULL, *dir = NULL;
     int status = 1;
-    CgModule *cm = NULL;
-    char *err = NULL;
-    GradOptions go;
-    if (d.errors || !elab_model(p, o->model, &eo, &arena, &m, &d)) goto done;
-    double t1 = now_ms();
-    /* A model without a loss compiles to its forward pass. */
-    if (m.graph->loss && (!schedule_tbptt(m.graph, &m.recipe, &go, &d) || !ad_backward(m.graph, &go, &d))) goto done;
-    double t2 = now_ms();
-    cm = cg_lower(m.graph, m.graph->name, &err);
-    if (!cm || !cg_optimize(cm, &err)) goto done;
-    const char *out = o->out ? o->out : arena_printf(&arena, "%s.%s", m.graph->name, kinds[k].ext);
-    double t3 = now_ms();
-    if (!cg_emit(cm, kinds[k].kind, out, &err)) goto done;
-    double t4 = now_ms();
-    if (o->time) {
-        const CgTiming *t = cg_timing(cm);
-        fprintf(stderr, "parse and elaborate %.1f ms, autodiff %.1f ms, lower %.1f ms, LLVM O3 %.1f ms, emit %.1f ms\n",
-                t1 - t0, t2 - t1, t->lower_ms, t->passes_ms, t4 - t3);
+    if (!build_model(&bo, &b, &d, &err)) goto done;
+    const char *name = b.train.graph->name;
+    double t0 = now_ms();
+    if (k >= 0) {
+        const char *out = o->out ? o->out : arena_printf(&b.arena, "%s.%s", name, kinds[k].ext);
+        if (!cg_emit(b.train_code, kinds[k].kind, out, &err)) goto done;
+    } else {
+        /* Three objects: the training step, the inference step, the stub. */
+        if (!(dir = link_temp_dir(&err))) goto done;
+        const char *objs[3] = {arena_printf(&b.arena, "%s/%s_train.o", dir, name),
+                               arena_printf(&b.arena, "%s/%s_infer.o", dir, name),
+                               arena_printf(&b.arena, "%s/%s_model.o", dir, name)};
+        if (!cg_emit(b.train_code, CG_EMIT_OBJ, objs[0], &err) || !cg_emit(b.infer_code, CG_EMIT_OBJ, objs[1], &err) ||
+            !cg_emit_stub(name, b.manifest, b.train_step, b.train_update, b.infer_step, exe, objs[2], &err))
+            goto done;
+        const char *out = o->out ? o->out : name;
+        if (exe) {
+            if (!link_executable(out, objs, 3, NULL, &err)) goto done;
+        } else {
+            const char *slash = strrchr(out, '/');
+            const char *base = slash ? slash + 1 : out;
+            const char *libpath = arena_printf(&b.arena, "%.*slib%s.a", (int)(base - out), out, base);
+            const char *header = arena_printf(&b.arena, "%s.h", out);
+            if (!link_static_library(libpath, objs, 3, &err) || !write_header(header, &b, &err)) goto done;
+        }
     }
+    if (o->time) print_timing(&b, now_ms() - t0, k >= 0 ? "emit" : "emit and link");
     status = 0;
 done:
     if (err) {
         fprintf(stderr, "%s\n", err);
         free(err);
     }
-    if (cm) cg_free(cm);
+    if (dir) {
+        link_remove_dir(dir);
+        free(dir);
+    }
     status = finish(&d, status);
-    arena_free(&arena);
-    program_free(p);
+    build_free(&b);
+    return status;
+}
+
+/* `seqc run [--time] [--model NAME] [--batch N] [--bptt N] FILE COMMAND [options]`:
+ * the seqc options may stand anywhere; --batch and --bptt are also the
+ * command's, so they are passed on. */
+static int cmd_run(int argc, char **argv) {
+    const char *file = NULL, *model = NULL;
+    bool time = false;
+    int64_t batch = 0, bptt = 0;
+    char **rest = malloc(sizeof *rest * (size_t)(argc + 1));
+    int nrest = 0;
+    if (!rest) return 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_value = i + 1 < argc;
+        if (strcmp(a, "--time") == 0) {
+            time = true;
+        } else if (strcmp(a, "--model") == 0 && has_value) {
+            model = argv[++i];
+        } else if ((strcmp(a, "--batch") == 0 || strcmp(a, "--bptt") == 0) && has_value) {
+            char *end;
+            long long v = strtoll(argv[i + 1], &end, 10);
+            if (*end || v < 1 || v > (1 << 24)) {
+                fprintf(stderr, "seqc run: %s takes a whole number from 1 to %d, not '%s'\n", a, 1 << 24, argv[i + 1]);
+                free(rest);
+                return 2;
+            }
+            *(a[2] == 'b' && a[3] == 'a' ? &batch : &bptt) = v;
+            rest[nrest++] = argv[i];
+            rest[nrest++] = argv[++i];
+        } else if (!file && a[0] != '-') {
+            file = a;
+        } else {
+            rest[nrest++] = argv[i];
+        }
+    }
+    rest[nrest] = NULL;
+    if (!file) {
+        fprintf(stderr, "seqc run: no model file (see seqc run --help)\n");
+        free(rest);
+        return 2;
+    }
+    if (nrest == 0) {
+        fprintf(stderr, "seqc run: what to do with %s? train, eval, predict, sample, embeddings or info "
+                        "(see seqc run --help)\n", file);
+        free(rest);
+        return 2;
+    }
+    Diags d;
+    diag_init(&d);
+    BuildOptions bo = {.path = file, .model = model, .batch = batch, .bptt = bptt};
+    Build b;
+    char *err = NULL;
+    int status = 1;
+    CgJit *tj = NULL, *ij = NULL;
+    if (!build_model(&bo, &b, &d, &err)) goto done;
+    double t0 = now_ms();
+    if (!(tj = cg_jit(b.train_code, &err)) || !(ij = cg_jit(b.infer_code, &err))) goto done;
+    if (time) print_timing(&b, now_ms() - t0, "JIT");
+    diag_print(&d, stderr); /* warnings, before the run's output */
+    diag_free(&d);
+    diag_init(&d);
+    RtModelCode code = {.manifest = b.manifest,
+                        .train_step = (RtStepFn)cg_jit_entry(tj),
+                        .train_update = (RtUpdateFn)cg_jit_update(tj),
+                        .infer_step = (RtStepFn)cg_jit_entry(ij)};
+    status = rt_main(&code, "seqc run", nrest, rest);
+done:
+    if (err) {
+        fprintf(stderr, "%s\n", err);
+        free(err);
+    }
+    if (tj) cg_jit_free(tj);
+    if (ij) cg_jit_free(ij);
+    status = finish(&d, status);
+    build_free(&b);
+    free(rest);
     return status;
 }
 
@@ -334,6 +499,7 @@ int main(int argc, char **argv) {
         fputs(usage, stdout);
         return 0;
     }
+    if (strcmp(cmd, "plot") == 0) return rt_plot_main(argc - 1, argv + 1, "seqc");
     if (strcmp(cmd, "--version") == 0) {
         unsigned major, minor, patch;
         LLVMGetVersion(&major, &minor, &patch);
@@ -342,6 +508,9 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof command_help / sizeof command_help[0]; i++) {
         if (strcmp(cmd, command_help[i][0]) != 0) continue;
+        /* `seqc run FILE COMMAND --help` is the command's help, not seqc's. */
+        if (strcmp(cmd, "run") == 0 && !(argc == 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)))
+            return cmd_run(argc - 2, argv + 2);
         for (int k = 2; k < argc; k++)
             if (strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0) {
                 fputs(command_help[i][1], stdout);

@@ -2,14 +2,6 @@
 
 #include "shape.h"
 
-static bool is_stateful(const Graph *g) {
-    for (int i = 0; i < g->nodes.len; i++) {
-        const Node *n = g->nodes.items[i];
-        if (n->op == OP_SCAN && n->scan.stateful) return true;
-    }
-    return false;
-}
-
 static Node *emit(Node *n, Diags *d) {
     const char *why = NULL;
     if (shape_infer(n, &why)) return n;
@@ -42,7 +34,7 @@ bool schedule_tbptt(Graph *g, const TrainRecipe *r, GradOptions *out, Diags *d) 
     out->window = 0;
     if (r->bptt_window == 0) return true;
     int errors = d->errors;
-    if (!is_stateful(g)) {
+    if (!graph_is_stateful(g)) {
         if (r->bptt_every != r->bptt_window)
             diag_error(d, r->span, "bptt(every: %lld, window: %lld) cuts a stream into overlapping windows, which "
                        "needs a stateful layer (stateful: true); for sequences that are not streams write bptt %lld",

@@ -97,6 +97,12 @@ bool shape_infer(Node *n, const char **why) {
         if (!need_f32(a, n, in[0], why)) return false;
         n->type = in[0]->type;
         return true;
+    case OP_EXTERN:
+        if (in[0]->type.dtype != DT_F32)
+            FAIL("extern '%s' takes f32 values (it is float %s(float)), but this is %s", n->ext->name, n->ext->name,
+                 TS(&in[0]->type));
+        n->type = in[0]->type;
+        return true;
     case OP_ADD:
     case OP_SUB:
     case OP_MUL:

@@ -64,7 +64,7 @@ typedef struct Stmt {
     Expr *value;            /* ST_LET, ST_LOSS, ST_METRIC, ST_OPTION, ST_PARAM (initializer), ST_ENTRY */
 } Stmt;
 
-typedef enum { DECL_IMPORT, DECL_MODEL, DECL_CELL, DECL_TRAIN } DeclKind;
+typedef enum { DECL_IMPORT, DECL_MODEL, DECL_CELL, DECL_TRAIN, DECL_EXTERN } DeclKind;
 
 typedef struct CellInput {
     const char *name;
@@ -77,13 +77,16 @@ typedef struct Decl {
     Span span;              /* the keyword */
     const char *name;       /* model/cell name; train: the model it trains, or NULL */
     Span name_span;
-    const char *path;       /* DECL_IMPORT */
+    const char *path;       /* DECL_IMPORT; DECL_EXTERN: the library, as written */
+    Span path_span;         /* DECL_EXTERN */
     Stmt **body;
     int nbody;
-    CellInput *inputs;      /* DECL_CELL */
+    CellInput *inputs;      /* DECL_CELL; DECL_EXTERN: its one parameter (no type) */
     int ninputs;
     const char *output;     /* DECL_CELL: the state it returns at each step */
     Span output_span;
+    const char *grad;       /* DECL_EXTERN: the derivative's symbol, or NULL */
+    Span grad_span;
     Span close;             /* the closing brace */
 } Decl;
 

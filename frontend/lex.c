@@ -16,6 +16,7 @@ const char *lex_kind_name(TokenKind k) { return kind_names[k]; }
 
 static const struct { const char *word; TokenKind kind; } keywords[] = {
     {"model", TK_KW_MODEL}, {"cell", TK_KW_CELL}, {"train", TK_KW_TRAIN}, {"import", TK_KW_IMPORT},
+    {"extern", TK_KW_EXTERN},
 };
 
 typedef struct Lexer {

@@ -34,7 +34,8 @@
     X(TK_KW_MODEL, "'model'")      \
     X(TK_KW_CELL, "'cell'")        \
     X(TK_KW_TRAIN, "'train'")      \
-    X(TK_KW_IMPORT, "'import'")
+    X(TK_KW_IMPORT, "'import'")    \
+    X(TK_KW_EXTERN, "'extern'")
 
 typedef enum {
 #define X(k, s) k,

@@ -100,6 +100,11 @@ static Token *expect(Parser *p, TokenKind k, const char *what) {
     return NULL;
 }
 
+/* The words that begin a top-level declaration. */
+static bool is_top_keyword(TokenKind k) {
+    return k == TK_KW_MODEL || k == TK_KW_CELL || k == TK_KW_TRAIN || k == TK_KW_IMPORT || k == TK_KW_EXTERN;
+}
+
 /* Error recovery after a statement that began at token `start` failed: skip
  * to the first token of a later line (or to a closing brace) at the current
  * bracket depth, where the next statement most likely starts. A statement that
@@ -111,9 +116,7 @@ static void sync_stmt(Parser *p, int start) {
         if (t->kind == TK_EOF) return;
         bool later_line = t->bol && p->pos > start;
         if (depth == 0 && (later_line || t->kind == TK_RBRACE)) return;
-        if (later_line && (t->kind == TK_KW_MODEL || t->kind == TK_KW_CELL || t->kind == TK_KW_TRAIN ||
-                           t->kind == TK_KW_IMPORT))
-            return;
+        if (later_line && is_top_keyword(t->kind)) return;
         if (t->kind == TK_LPAREN || t->kind == TK_LBRACKET || t->kind == TK_LBRACE) depth++;
         if ((t->kind == TK_RPAREN || t->kind == TK_RBRACKET || t->kind == TK_RBRACE) && depth > 0) depth--;
         next(p);
@@ -636,8 +639,7 @@ static void block(Parser *p, Decl *decl, Stmt *(*stmt)(Parser *), const char *wh
             decl->close = next(p)->span;
             break;
         }
-        if (at(p, TK_EOF) || ((at(p, TK_KW_MODEL) || at(p, TK_KW_CELL) || at(p, TK_KW_TRAIN) || at(p, TK_KW_IMPORT)) &&
-                              peek(p)->bol)) {
+        if (at(p, TK_EOF) || (is_top_keyword(peek(p)->kind) && peek(p)->bol)) {
             int line, col;
             source_line_col(open->span.src, open->span.off, &line, &col);
             syntax_error(p, peek(p)->span, "expected '}' to close %s (opened at line %d), found %s", what, line,
@@ -734,7 +736,74 @@ static Decl *import_decl(Parser *p) {
     return d;
 }
 
-/* file = { import | model | cell | train } EOF */
+/* extern = "extern" IDENT "(" IDENT ")" "from" STRING [ "grad" IDENT ]
+ * `from` and `grad` are words, not keywords: only here do they mean anything.
+ * After a mistake past the name the declaration is kept without a library
+ * (the elaborator keeps the name quiet) and the rest of the line skipped. */
+static Decl *extern_rest(Parser *p, Decl *d);
+
+static Decl *extern_decl(Parser *p) {
+    Decl *d = new_decl(p, DECL_EXTERN, next(p));
+    Token *name = expect(p, TK_IDENT, "the function's name after 'extern' (for example: extern swish(x) from \"./libswish.so\")");
+    if (!name) return NULL;
+    d->name = name->text;
+    d->name_span = name->span;
+    if (extern_rest(p, d)) return d;
+    d->path = NULL;
+    d->ninputs = 0;
+    d->grad = NULL;
+    while (!at(p, TK_EOF) && !peek(p)->bol) next(p);
+    return d;
+}
+
+static Decl *extern_rest(Parser *p, Decl *d) {
+    if (!expect(p, TK_LPAREN, arena_printf(p->arena, "'(' and the parameter of extern '%s'", d->name))) return NULL;
+    if (at(p, TK_RPAREN)) {
+        syntax_error(p, peek(p)->span, "extern '%s' needs one parameter: it is called as float %s(float)", d->name,
+                     d->name);
+        return NULL;
+    }
+    Token *param = expect(p, TK_IDENT, "the name of the parameter");
+    if (!param) return NULL;
+    if (at(p, TK_COLON)) {
+        syntax_error(p, peek(p)->span, "the parameter of an extern has no type: it is always one f32 value");
+        return NULL;
+    }
+    if (at(p, TK_COMMA)) {
+        syntax_error(p, peek(p)->span, "extern '%s' takes one parameter: it is called as float %s(float)", d->name,
+                     d->name);
+        return NULL;
+    }
+    if (!expect(p, TK_RPAREN, "')' after the parameter")) return NULL;
+    d->inputs = ARENA_NEW(p->arena, CellInput);
+    d->inputs[0] = (CellInput){.name = param->text, .span = param->span};
+    d->ninputs = 1;
+    if (!at_word(p, "from")) {
+        error_here(p, arena_printf(p->arena, "'from' and the library of extern '%s' (for example: from \"./lib%s.so\")",
+                                   d->name, d->name));
+        return NULL;
+    }
+    next(p);
+    Token *lib = expect(p, TK_STRING, "the library's file name in quotes after 'from'");
+    if (!lib) return NULL;
+    d->path = lib->text;
+    d->path_span = lib->span;
+    if (at_word(p, "grad") && !peek(p)->bol) {
+        next(p);
+        Token *g = expect(p, TK_IDENT, arena_printf(p->arena, "the name of the derivative of '%s' after 'grad'", d->name));
+        if (!g) return NULL;
+        d->grad = g->text;
+        d->grad_span = g->span;
+    }
+    if (!at(p, TK_EOF) && !peek(p)->bol) {
+        syntax_error(p, peek(p)->span, "expected 'grad' or the end of the line after the library, found %s",
+                     describe(p, peek(p)));
+        return NULL;
+    }
+    return d;
+}
+
+/* file = { import | extern | model | cell | train } EOF */
 Module *parse_source(Arena *arena, const Source *src, Diags *d) {
     int lex_from = d->len;
     TokenList tl = lex_source(arena, src, d);
@@ -750,21 +819,19 @@ Module *parse_source(Arena *arena, const Source *src, Diags *d) {
         case TK_KW_CELL: decl = cell_decl(&p); break;
         case TK_KW_TRAIN: decl = train_decl(&p); break;
         case TK_KW_IMPORT: decl = import_decl(&p); break;
+        case TK_KW_EXTERN: decl = extern_decl(&p); break;
         default:
-            syntax_error(&p, peek(&p)->span, "expected 'model', 'cell', 'train' or 'import' at the top level, found %s",
+            syntax_error(&p, peek(&p)->span,
+                         "expected 'model', 'cell', 'train', 'import' or 'extern' at the top level, found %s",
                          describe(&p, peek(&p)));
             /* Skip to the next top-level keyword. */
-            while (!at(&p, TK_EOF) && !at(&p, TK_KW_MODEL) && !at(&p, TK_KW_CELL) && !at(&p, TK_KW_TRAIN) &&
-                   !at(&p, TK_KW_IMPORT))
-                next(&p);
+            while (!at(&p, TK_EOF) && !is_top_keyword(peek(&p)->kind)) next(&p);
             continue;
         }
         if (decl) ptrvec_push(arena, &decls, decl);
         else if (p.pos == before) next(&p);
         else {
-            while (!at(&p, TK_EOF) && !((at(&p, TK_KW_MODEL) || at(&p, TK_KW_CELL) || at(&p, TK_KW_TRAIN) ||
-                                          at(&p, TK_KW_IMPORT)) && peek(&p)->bol))
-                next(&p);
+            while (!at(&p, TK_EOF) && !(is_top_keyword(peek(&p)->kind) && peek(&p)->bol)) next(&p);
         }
     }
     m->decls = (Decl **)decls.items;

@@ -17,7 +17,14 @@
 /* Longest excerpt of a bad field quoted in a message. */
 #define QUOTE_MAX 60
 
-static bool fail(RtDataError *err, const char *fmt, ...) {
+
+
+static size_t dtype_size(RtDType t) {
+    (void)t;
+    return 4; /* f32 and i32 */
+}
+
+bool rt_data_fail(RtDataError *err, const char *fmt, ...) {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
@@ -27,12 +34,7 @@ static bool fail(RtDataError *err, const char *fmt, ...) {
     return false;
 }
 
-static int quote_len(size_t n) { return n > QUOTE_MAX ? QUOTE_MAX : (int)n; }
-
-static size_t dtype_size(RtDType t) {
-    (void)t;
-    return 4; /* f32 and i32 */
-}
+int rt_data_quote_len(size_t n) { return n > QUOTE_MAX ? QUOTE_MAX : (int)n; }
 
 /* ---- Files and lines ---- */
 
@@ -41,12 +43,12 @@ bool rt_data_read_file(const char *path, char **data, size_t *size, RtDataError 
     *size = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
-        return fail(err, "%s: cannot open: %s", path, strerror(errno));
+        return rt_data_fail(err, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0, got;
     char *buf = malloc(cap + 1), *nb;
     for (;;) {
         if (!buf) {
-            fail(err, "%s: out of memory", path);
+            rt_data_fail(err, "%s: out of memory", path);
             break;
         }
         if ((got = fread(buf + n, 1, cap - n, f)) == 0) {
@@ -57,13 +59,13 @@ bool rt_data_read_file(const char *path, char **data, size_t *size, RtDataError 
                 *size = n;
                 return true;
             }
-            fail(err, "%s: read error", path);
+            rt_data_fail(err, "%s: read error", path);
             break;
         }
         if ((n += got) < cap)
             continue;
         if ((int64_t)cap >= RT_DATA_MAX_FILE_BYTES) {
-            fail(err, "%s: larger than the limit of %lld bytes", path, (long long)RT_DATA_MAX_FILE_BYTES);
+            rt_data_fail(err, "%s: larger than the limit of %lld bytes", path, (long long)RT_DATA_MAX_FILE_BYTES);
             break;
         }
         cap *= 2;
@@ -92,7 +94,7 @@ static int next_line(Lines *l, const char **line, size_t *len, RtDataError *err)
     const char *stop = nl ? nl : l->end;
     size_t n = (size_t)(stop - l->p);
     if (n > RT_DATA_MAX_LINE_BYTES) {
-        fail(err, "%s:%lld: line longer than the limit of %d bytes", l->name, (long long)l->lineno,
+        rt_data_fail(err, "%s:%lld: line longer than the limit of %d bytes", l->name, (long long)l->lineno,
              RT_DATA_MAX_LINE_BYTES);
         return -1;
     }
@@ -188,7 +190,7 @@ static bool dataset_alloc(RtDataset *ds, const char *name, int64_t count, RtDTyp
     ds->targets = calloc(1, tgt_bytes ? tgt_bytes : 1);
     if (!ds->inputs || !ds->targets) {
         rt_data_dataset_free(ds);
-        return fail(err, "%s: out of memory for %lld examples", name, (long long)count);
+        return rt_data_fail(err, "%s: out of memory for %lld examples", name, (long long)count);
     }
     return true;
 }
@@ -202,10 +204,10 @@ bool rt_data_split_tail(const RtDataset *all, double fraction, const char *name,
     memset(train, 0, sizeof *train);
     memset(val, 0, sizeof *val);
     if (!(fraction > 0.0 && fraction < 1.0))
-        return fail(err, "%s: validate %g is not a fraction between 0 and 1", name, fraction);
+        return rt_data_fail(err, "%s: validate %g is not a fraction between 0 and 1", name, fraction);
     int64_t at = rt_data_split_point(all->count, fraction);
     if (at <= 0 || at >= all->count)
-        return fail(err, "%s: validate %g of %lld examples leaves %lld to train and %lld to validate",
+        return rt_data_fail(err, "%s: validate %g of %lld examples leaves %lld to train and %lld to validate",
                     name, fraction, (long long)all->count, (long long)at, (long long)(all->count - at));
     *train = *all;
     *val = *all;
@@ -243,15 +245,15 @@ bool rt_data_batcher_init(RtBatcher *b, const RtDataset *ds, int64_t batch, bool
                           uint64_t seed, RtLastBatch last, RtDataError *err) {
     memset(b, 0, sizeof *b);
     if (batch < 1)
-        return fail(err, "batch size %lld is not positive", (long long)batch);
+        return rt_data_fail(err, "batch size %lld is not positive", (long long)batch);
     if (ds->count < 1)
-        return fail(err, "the dataset has no examples");
+        return rt_data_fail(err, "the dataset has no examples");
     if (last == RT_DATA_LAST_DROP && ds->count < batch)
-        return fail(err, "the dataset has %lld examples, fewer than one batch of %lld",
+        return rt_data_fail(err, "the dataset has %lld examples, fewer than one batch of %lld",
                     (long long)ds->count, (long long)batch);
     b->order = malloc((size_t)ds->count * sizeof *b->order);
     if (!b->order)
-        return fail(err, "out of memory for the order of %lld examples", (long long)ds->count);
+        return rt_data_fail(err, "out of memory for the order of %lld examples", (long long)ds->count);
     b->ds = ds;
     b->batch = batch;
     b->shuffle = shuffle;
@@ -379,12 +381,12 @@ bool rt_data_text_parse(const char *name, const char *data, size_t size, const R
                         RtText *out, RtDataError *err) {
     memset(out, 0, sizeof *out);
     if (size == 0)
-        return fail(err, "%s: empty file", name);
+        return rt_data_fail(err, "%s: empty file", name);
     /* Neither lower-casing (Latin-1 stays two bytes) nor letters_only (one
      * space for one or more bytes) makes the text longer. */
     char *buf = malloc(size + 1);
     if (!buf)
-        return fail(err, "%s: out of memory", name);
+        return rt_data_fail(err, "%s: out of memory", name);
     const unsigned char *p = (const unsigned char *)data;
     size_t o = 0, i = 0, line_start = 0, word = 0;
     int64_t line = 1;
@@ -393,7 +395,7 @@ bool rt_data_text_parse(const char *name, const char *data, size_t size, const R
         int n = utf8_decode(p + i, size - i, &cp);
         if (n == 0) {
             free(buf);
-            return fail(err, "%s:%lld: invalid UTF-8 (byte 0x%02x at byte %lld of the line)", name,
+            return rt_data_fail(err, "%s:%lld: invalid UTF-8 (byte 0x%02x at byte %lld of the line)", name,
                         (long long)line, p[i], (long long)(i - line_start + 1));
         }
         if (opt->lower)
@@ -412,7 +414,7 @@ bool rt_data_text_parse(const char *name, const char *data, size_t size, const R
             word = is_space(buf[o - 1]) ? 0 : word + (o - before);
             if (word > RT_DATA_MAX_TOKEN_BYTES) {
                 free(buf);
-                return fail(err, "%s:%lld: a word longer than the limit of %d bytes", name,
+                return rt_data_fail(err, "%s:%lld: a word longer than the limit of %d bytes", name,
                             (long long)line, RT_DATA_MAX_TOKEN_BYTES);
             }
         }
@@ -430,7 +432,7 @@ bool rt_data_text_parse(const char *name, const char *data, size_t size, const R
     out->len = malloc((o ? o : 1) * sizeof *out->len);
     if (!out->start || !out->len) {
         rt_data_text_free(out);
-        return fail(err, "%s: out of memory", name);
+        return rt_data_fail(err, "%s: out of memory", name);
     }
     int64_t count = 0;
     for (size_t k = 0; k < o;) {
@@ -456,7 +458,7 @@ bool rt_data_text_parse(const char *name, const char *data, size_t size, const R
     out->count = count;
     if (count == 0) {
         rt_data_text_free(out);
-        return fail(err, "%s: no tokens in the text", name);
+        return rt_data_fail(err, "%s: no tokens in the text", name);
     }
     return true;
 }
@@ -589,7 +591,7 @@ bool rt_data_vocab_build(const RtText *text, RtVocab *out, RtDataError *err) {
     if (nd + 1 > INT32_MAX) {
         free(table);
         free(d);
-        return fail(err, "%lld distinct tokens do not fit in int32 ids", (long long)nd);
+        return rt_data_fail(err, "%lld distinct tokens do not fit in int32 ids", (long long)nd);
     }
     qsort(d, (size_t)nd, sizeof *d, by_frequency);
     if (!vocab_alloc(out, nd + 1))
@@ -604,7 +606,7 @@ bool rt_data_vocab_build(const RtText *text, RtVocab *out, RtDataError *err) {
 done:
     free(table);
     free(d);
-    return ok ? true : fail(err, "out of memory building a vocabulary of %lld tokens", (long long)nd);
+    return ok ? true : rt_data_fail(err, "out of memory building a vocabulary of %lld tokens", (long long)nd);
 }
 
 bool rt_data_vocab_encode(const RtVocab *v, const RtText *text, int32_t **ids, int64_t *unknown,
@@ -612,7 +614,7 @@ bool rt_data_vocab_encode(const RtVocab *v, const RtText *text, int32_t **ids, i
     *unknown = 0;
     *ids = malloc((size_t)(text->count ? text->count : 1) * sizeof **ids);
     if (!*ids)
-        return fail(err, "out of memory encoding %lld tokens", (long long)text->count);
+        return rt_data_fail(err, "out of memory encoding %lld tokens", (long long)text->count);
     for (int64_t t = 0; t < text->count; t++) {
         int32_t id = rt_data_vocab_id(v, text->buf + text->start[t], (size_t)text->len[t]);
         *unknown += id == 0;
@@ -621,32 +623,78 @@ bool rt_data_vocab_encode(const RtVocab *v, const RtText *text, int32_t **ids, i
     return true;
 }
 
-bool rt_data_vocab_save(const RtVocab *v, const char *path, RtDataError *err) {
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return fail(err, "%s: cannot create: %s", path, strerror(errno));
-    fprintf(f, "seqc-vocab 1 %d\n", (int)v->size);
-    for (int32_t id = 1; id < v->size; id++) {
-        for (int32_t i = 0; i < v->len[id]; i++) {
-            unsigned char c = (unsigned char)v->token[id][i];
-            switch (c) {
-            case '\\': fputs("\\\\", f); break;
-            case '\n': fputs("\\n", f); break;
-            case '\r': fputs("\\r", f); break;
-            case '\t': fputs("\\t", f); break;
-            case ' ': fputs("\\s", f); break;
-            default:
-                if (c < 0x20 || c == 0x7f)
-                    fprintf(f, "\\x%02x", c);
-                else
-                    fputc(c, f);
+/* Escaped bytes of one token: how many the saved form takes, and writing them. */
+static size_t escaped_len(const char *tok, int32_t len) {
+    size_t n = 0;
+    for (int32_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)tok[i];
+        if (c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == ' ')
+            n += 2;
+        else if (c < 0x20 || c == 0x7f)
+            n += 4;
+        else
+            n += 1;
+    }
+    return n;
+}
+
+static char *escape(const char *tok, int32_t len, char *o) {
+    static const char hex[] = "0123456789abcdef";
+    for (int32_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)tok[i];
+        switch (c) {
+        case '\\': *o++ = '\\', *o++ = '\\'; break;
+        case '\n': *o++ = '\\', *o++ = 'n'; break;
+        case '\r': *o++ = '\\', *o++ = 'r'; break;
+        case '\t': *o++ = '\\', *o++ = 't'; break;
+        case ' ': *o++ = '\\', *o++ = 's'; break;
+        default:
+            if (c < 0x20 || c == 0x7f) {
+                *o++ = '\\', *o++ = 'x', *o++ = hex[c >> 4], *o++ = hex[c & 15];
+            } else {
+                *o++ = (char)c;
             }
         }
-        fputc('\n', f);
     }
-    bool bad = ferror(f) != 0;
+    return o;
+}
+
+char *rt_data_vocab_format(const RtVocab *v, size_t *size, RtDataError *err) {
+    char head[40];
+    int hn = snprintf(head, sizeof head, "seqc-vocab 1 %d\n", (int)v->size);
+    size_t n = (size_t)hn;
+    for (int32_t id = 1; id < v->size; id++)
+        n += escaped_len(v->token[id], v->len[id]) + 1;
+    char *text = malloc(n + 1), *o = text;
+    if (!text) {
+        rt_data_fail(err, "out of memory saving a vocabulary of %d tokens", (int)v->size);
+        return NULL;
+    }
+    memcpy(o, head, (size_t)hn);
+    o += hn;
+    for (int32_t id = 1; id < v->size; id++) {
+        o = escape(v->token[id], v->len[id], o);
+        *o++ = '\n';
+    }
+    *o = '\0';
+    *size = n;
+    return text;
+}
+
+bool rt_data_vocab_save(const RtVocab *v, const char *path, RtDataError *err) {
+    size_t n;
+    char *text = rt_data_vocab_format(v, &n, err);
+    if (!text)
+        return false;
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        free(text);
+        return rt_data_fail(err, "%s: cannot create: %s", path, strerror(errno));
+    }
+    bool bad = fwrite(text, 1, n, f) != n;
+    free(text);
     if (fclose(f) != 0 || bad)
-        return fail(err, "%s: write error", path);
+        return rt_data_fail(err, "%s: write error", path);
     return true;
 }
 
@@ -671,7 +719,7 @@ static int64_t unescape(const char *name, int64_t lineno, const char *s, size_t 
             continue;
         }
         if (++i == len) {
-            fail(err, "%s:%lld: a backslash ends the line", name, (long long)lineno);
+            rt_data_fail(err, "%s:%lld: a backslash ends the line", name, (long long)lineno);
             return -1;
         }
         switch (s[i]) {
@@ -683,7 +731,7 @@ static int64_t unescape(const char *name, int64_t lineno, const char *s, size_t 
         case 'x': {
             int hi = i + 1 < len ? hex_digit(s[i + 1]) : -1, lo = i + 2 < len ? hex_digit(s[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
-                fail(err, "%s:%lld: \\x needs two hex digits", name, (long long)lineno);
+                rt_data_fail(err, "%s:%lld: \\x needs two hex digits", name, (long long)lineno);
                 return -1;
             }
             out[o++] = (char)(hi << 4 | lo);
@@ -691,20 +739,16 @@ static int64_t unescape(const char *name, int64_t lineno, const char *s, size_t 
             break;
         }
         default:
-            fail(err, "%s:%lld: unknown escape '\\%c'", name, (long long)lineno, s[i]);
+            rt_data_fail(err, "%s:%lld: unknown escape '\\%c'", name, (long long)lineno, s[i]);
             return -1;
         }
     }
     return (int64_t)o;
 }
 
-bool rt_data_vocab_load(const char *path, RtVocab *out, RtDataError *err) {
-    char *data;
-    size_t size;
+bool rt_data_vocab_parse(const char *name, const char *text, size_t size, RtVocab *out, RtDataError *err) {
     memset(out, 0, sizeof *out);
-    if (!rt_data_read_file(path, &data, &size, err))
-        return false;
-    Lines l = {path, data, data + size, 0};
+    Lines l = {name, text, text + size, 0};
     const char *line;
     size_t len;
     int r = next_line(&l, &line, &len, err);
@@ -715,7 +759,7 @@ bool rt_data_vocab_load(const char *path, RtVocab *out, RtDataError *err) {
     if (r < 0)
         goto done;
     if (size == 0) {
-        fail(err, "%s: empty file", path);
+        rt_data_fail(err, "%s: empty file", name);
         goto done;
     }
     {
@@ -723,56 +767,66 @@ bool rt_data_vocab_load(const char *path, RtVocab *out, RtDataError *err) {
         memcpy(head, line, len < sizeof head - 1 ? len : sizeof head - 1);
         if (sscanf(head, "seqc-vocab 1 %lld%c", &promised, &tail) != 1 || promised < 1 ||
             promised > INT32_MAX) {
-            fail(err, "%s:1: not a seqc vocabulary (the first line must be 'seqc-vocab 1 <size>')", path);
+            rt_data_fail(err, "%s:1: not a seqc vocabulary (the first line must be 'seqc-vocab 1 <size>')", name);
             goto done;
         }
     }
     if (!vocab_alloc(out, promised)) {
-        fail(err, "%s: out of memory", path);
+        rt_data_fail(err, "%s: out of memory", name);
         goto done;
     }
     while ((r = next_line(&l, &line, &len, err)) > 0) {
         if (out->size == promised) {
-            fail(err, "%s:%lld: more tokens than the %lld the first line promises", path,
+            rt_data_fail(err, "%s:%lld: more tokens than the %lld the first line promises", name,
                  (long long)l.lineno, promised - 1);
             goto done;
         }
         free(tok);
         if (!(tok = malloc(len + 1))) {
-            fail(err, "%s: out of memory", path);
+            rt_data_fail(err, "%s: out of memory", name);
             goto done;
         }
-        int64_t n = unescape(path, l.lineno, line, len, tok, err);
+        int64_t n = unescape(name, l.lineno, line, len, tok, err);
         if (n < 0)
             goto done;
         if (n == 0) {
-            fail(err, "%s:%lld: empty token", path, (long long)l.lineno);
+            rt_data_fail(err, "%s:%lld: empty token", name, (long long)l.lineno);
             goto done;
         }
         int32_t seen = rt_data_vocab_id(out, tok, (size_t)n);
         if (seen != 0) {
-            fail(err, "%s:%lld: token '%.*s' appears twice (first on line %lld)", path, (long long)l.lineno,
-                 quote_len(len), line, (long long)seen + 1);
+            rt_data_fail(err, "%s:%lld: token '%.*s' appears twice (first on line %lld)", name, (long long)l.lineno,
+                 rt_data_quote_len(len), line, (long long)seen + 1);
             goto done;
         }
         if (!vocab_add(out, tok, (size_t)n, 0)) {
-            fail(err, "%s: out of memory", path);
+            rt_data_fail(err, "%s: out of memory", name);
             goto done;
         }
     }
     if (r < 0)
         goto done;
     if (out->size != promised) {
-        fail(err, "%s: the first line promises %lld tokens, the file holds %lld", path, promised - 1,
+        rt_data_fail(err, "%s: the first line promises %lld tokens, the file holds %lld", name, promised - 1,
              (long long)out->size - 1);
         goto done;
     }
     ok = true;
 done:
     free(tok);
-    free(data);
     if (!ok)
         rt_data_vocab_free(out);
+    return ok;
+}
+
+bool rt_data_vocab_load(const char *path, RtVocab *out, RtDataError *err) {
+    char *data;
+    size_t size;
+    memset(out, 0, sizeof *out);
+    if (!rt_data_read_file(path, &data, &size, err))
+        return false;
+    bool ok = rt_data_vocab_parse(path, data, size, out, err);
+    free(data);
     return ok;
 }
 
@@ -782,10 +836,10 @@ bool rt_data_windows(const char *name, const int32_t *ids, int64_t n, int64_t wi
                      RtDataset *out, RtDataError *err) {
     memset(out, 0, sizeof *out);
     if (window < 1 || step < 1)
-        return fail(err, "%s: window %lld and step %lld must be positive", name, (long long)window,
+        return rt_data_fail(err, "%s: window %lld and step %lld must be positive", name, (long long)window,
                     (long long)step);
     if (n < window + 1)
-        return fail(err, "%s: %lld tokens are too few for a window of %lld and its target", name,
+        return rt_data_fail(err, "%s: %lld tokens are too few for a window of %lld and its target", name,
                     (long long)n, (long long)window);
     int64_t count = (n - window - 1) / step + 1;
     if (!dataset_alloc(out, name, count, RT_DATA_I32, 1, &window, RT_DATA_I32, 0, NULL, err))
@@ -802,14 +856,14 @@ bool rt_data_stream_init(RtStream *s, const char *name, const int32_t *ids, int6
                          int64_t window, int64_t every, RtDataError *err) {
     memset(s, 0, sizeof *s);
     if (batch < 1 || window < 1 || every < 1)
-        return fail(err, "%s: batch %lld, window %lld and every %lld must be positive", name,
+        return rt_data_fail(err, "%s: batch %lld, window %lld and every %lld must be positive", name,
                     (long long)batch, (long long)window, (long long)every);
     if (every > window)
-        return fail(err, "%s: every (%lld) must not exceed the window (%lld): the steps between windows "
+        return rt_data_fail(err, "%s: every (%lld) must not exceed the window (%lld): the steps between windows "
                     "would never be read", name, (long long)every, (long long)window);
     int64_t length = n / batch;
     if (length < window + 1)
-        return fail(err, "%s: %lld tokens make %lld streams of %lld; a window of %lld and its targets "
+        return rt_data_fail(err, "%s: %lld tokens make %lld streams of %lld; a window of %lld and its targets "
                     "need %lld per stream", name, (long long)n, (long long)batch, (long long)length,
                     (long long)window, (long long)window + 1);
     s->ids = ids;
@@ -859,12 +913,12 @@ static int64_t parse_ids(const char *name, int64_t lineno, const char *s, size_t
             digits++;
         bool numeric = digits == tl && tl > (size_t)(t[0] == '-');
         if (!numeric) {
-            fail(err, "%s:%lld: '%.*s' is not a token id (a non-negative integer)", name, (long long)lineno,
-                 quote_len(tl), t);
+            rt_data_fail(err, "%s:%lld: '%.*s' is not a token id (a non-negative integer)", name, (long long)lineno,
+                 rt_data_quote_len(tl), t);
             return -1;
         }
         if (t[0] == '-') {
-            fail(err, "%s:%lld: token id %.*s is negative", name, (long long)lineno, quote_len(tl), t);
+            rt_data_fail(err, "%s:%lld: token id %.*s is negative", name, (long long)lineno, rt_data_quote_len(tl), t);
             return -1;
         }
         int64_t v = 0;
@@ -874,8 +928,8 @@ static int64_t parse_ids(const char *name, int64_t lineno, const char *s, size_t
             big = v >= vocab;
         }
         if (big) {
-            fail(err, "%s:%lld: token id %.*s is not below the vocabulary size %lld", name, (long long)lineno,
-                 quote_len(tl), t, (long long)vocab);
+            rt_data_fail(err, "%s:%lld: token id %.*s is not below the vocabulary size %lld", name, (long long)lineno,
+                 rt_data_quote_len(tl), t, (long long)vocab);
             return -1;
         }
         ids[n++] = (int32_t)v;
@@ -887,16 +941,16 @@ static int64_t parse_ids(const char *name, int64_t lineno, const char *s, size_t
 bool rt_data_tsv_read(const char *path, const RtTsvOptions *opt, RtDataset *out, RtDataError *err) {
     memset(out, 0, sizeof *out);
     if (opt->maxlen < 1)
-        return fail(err, "%s: the sequence length %lld is not positive", path, (long long)opt->maxlen);
+        return rt_data_fail(err, "%s: the sequence length %lld is not positive", path, (long long)opt->maxlen);
     if (opt->vocab < 1 || opt->vocab > (int64_t)INT32_MAX + 1)
-        return fail(err, "%s: vocabulary size %lld is outside 1..2^31", path, (long long)opt->vocab);
+        return rt_data_fail(err, "%s: vocabulary size %lld is outside 1..2^31", path, (long long)opt->vocab);
     char *data;
     size_t size;
     if (!rt_data_read_file(path, &data, &size, err))
         return false;
     if (size == 0) {
         free(data);
-        return fail(err, "%s: empty file", path);
+        return rt_data_fail(err, "%s: empty file", path);
     }
     int64_t maxlen = opt->maxlen, one = 1;
     int32_t *ids = malloc((RT_DATA_MAX_LINE_BYTES / 2 + 1) * sizeof *ids);
@@ -904,7 +958,7 @@ bool rt_data_tsv_read(const char *path, const RtTsvOptions *opt, RtDataset *out,
                                &one, err)) {
         free(ids);
         free(data);
-        return ids ? false : fail(err, "%s: out of memory", path);
+        return ids ? false : rt_data_fail(err, "%s: out of memory", path);
     }
     int32_t *in = out->inputs;
     float *labels = out->targets;
@@ -917,11 +971,11 @@ bool rt_data_tsv_read(const char *path, const RtTsvOptions *opt, RtDataset *out,
         long long ln = (long long)l.lineno;
         const char *tab = memchr(line, '\t', len);
         if (len == 0) {
-            ok = fail(err, "%s:%lld: empty line (a line is a label, a tab and token ids)", path, ln);
+            ok = rt_data_fail(err, "%s:%lld: empty line (a line is a label, a tab and token ids)", path, ln);
             break;
         }
         if (!tab) {
-            ok = fail(err, "%s:%lld: no tab (a line is a label, a tab and token ids)", path, ln);
+            ok = rt_data_fail(err, "%s:%lld: no tab (a line is a label, a tab and token ids)", path, ln);
             break;
         }
         const char *lab = line;
@@ -930,12 +984,12 @@ bool rt_data_tsv_read(const char *path, const RtTsvOptions *opt, RtDataset *out,
         double label;
         int pn = parse_number(lab, lab_len, &label);
         if (pn <= 0) {
-            ok = fail(err, "%s:%lld: label '%.*s' is not a %snumber", path, ln, quote_len(lab_len), lab,
+            ok = rt_data_fail(err, "%s:%lld: label '%.*s' is not a %snumber", path, ln, rt_data_quote_len(lab_len), lab,
                       pn < 0 ? "finite " : "");
             break;
         }
         if (fabs(label) > FLT_MAX) {
-            ok = fail(err, "%s:%lld: label %.*s does not fit in float32", path, ln, quote_len(lab_len), lab);
+            ok = rt_data_fail(err, "%s:%lld: label %.*s does not fit in float32", path, ln, rt_data_quote_len(lab_len), lab);
             break;
         }
         const char *f = tab + 1;
@@ -1014,20 +1068,20 @@ bool rt_data_csv_read(const char *path, const RtCsvOptions *opt, float **values,
     *values = NULL;
     *n = 0;
     if (opt->column < 0)
-        return fail(err, "%s: column %lld is negative", path, (long long)opt->column);
+        return rt_data_fail(err, "%s: column %lld is negative", path, (long long)opt->column);
     char *data;
     size_t size;
     if (!rt_data_read_file(path, &data, &size, err))
         return false;
     if (size == 0) {
         free(data);
-        return fail(err, "%s: empty file", path);
+        return rt_data_fail(err, "%s: empty file", path);
     }
     int64_t lines = count_lines(data, size);
     float *v = malloc((size_t)lines * sizeof *v);
     if (!v) {
         free(data);
-        return fail(err, "%s: out of memory", path);
+        return rt_data_fail(err, "%s: out of memory", path);
     }
     Lines l = {path, data, data + size, 0};
     const char *line;
@@ -1040,38 +1094,38 @@ bool rt_data_csv_read(const char *path, const RtCsvOptions *opt, float **values,
         if (opt->header && l.lineno == 1)
             continue;
         if (len == 0) {
-            ok = fail(err, "%s:%lld: empty line", path, ln);
+            ok = rt_data_fail(err, "%s:%lld: empty line", path, ln);
             break;
         }
         const char *f = NULL;
         size_t flen = 0;
         int64_t fields = csv_field(line, len, opt->column, &f, &flen);
         if (fields < 0) {
-            ok = fail(err, "%s:%lld: a quote is not closed", path, ln);
+            ok = rt_data_fail(err, "%s:%lld: a quote is not closed", path, ln);
             break;
         }
         if (fields <= opt->column) {
-            ok = fail(err, "%s:%lld: column %lld is missing (the line has %lld column%s)", path, ln,
+            ok = rt_data_fail(err, "%s:%lld: column %lld is missing (the line has %lld column%s)", path, ln,
                       (long long)opt->column, (long long)fields, fields == 1 ? "" : "s");
             break;
         }
         double d;
         int pn = parse_number(f, flen, &d);
         if (flen == 0)
-            ok = fail(err, "%s:%lld: column %lld is empty", path, ln, (long long)opt->column);
+            ok = rt_data_fail(err, "%s:%lld: column %lld is empty", path, ln, (long long)opt->column);
         else if (pn == 0)
-            ok = fail(err, "%s:%lld: '%.*s' is not a number", path, ln, quote_len(flen), f);
+            ok = rt_data_fail(err, "%s:%lld: '%.*s' is not a number", path, ln, rt_data_quote_len(flen), f);
         else if (pn < 0)
-            ok = fail(err, "%s:%lld: '%.*s' is not a finite number", path, ln, quote_len(flen), f);
+            ok = rt_data_fail(err, "%s:%lld: '%.*s' is not a finite number", path, ln, rt_data_quote_len(flen), f);
         else if (fabs(d) > FLT_MAX)
-            ok = fail(err, "%s:%lld: %.*s does not fit in float32", path, ln, quote_len(flen), f);
+            ok = rt_data_fail(err, "%s:%lld: %.*s does not fit in float32", path, ln, rt_data_quote_len(flen), f);
         else
             v[count++] = (float)d;
     }
     if (ok && r < 0)
         ok = false;
     if (ok && count == 0)
-        ok = fail(err, "%s: no data after the header line", path);
+        ok = rt_data_fail(err, "%s: no data after the header line", path);
     free(data);
     if (!ok) {
         free(v);
@@ -1086,10 +1140,10 @@ bool rt_data_series_windows(const char *name, const float *v, int64_t n, int64_t
                             int64_t step, RtDataset *out, RtDataError *err) {
     memset(out, 0, sizeof *out);
     if (window < 1 || horizon < 1 || step < 1)
-        return fail(err, "%s: window %lld, horizon %lld and step %lld must be positive", name,
+        return rt_data_fail(err, "%s: window %lld, horizon %lld and step %lld must be positive", name,
                     (long long)window, (long long)horizon, (long long)step);
     if (n < window + horizon)
-        return fail(err, "%s: the series has %lld values; a window of %lld and %lld to predict need %lld",
+        return rt_data_fail(err, "%s: the series has %lld values; a window of %lld and %lld to predict need %lld",
                     name, (long long)n, (long long)window, (long long)horizon, (long long)(window + horizon));
     int64_t count = (n - window - horizon) / step + 1, in_dims[2] = {window, 1};
     if (!dataset_alloc(out, name, count, RT_DATA_F32, 2, in_dims, RT_DATA_F32, 1, &horizon, err))
@@ -1134,7 +1188,7 @@ static void hdr_space(Hdr *h) {
 static bool hdr_char(Hdr *h, char c, RtDataError *err) {
     hdr_space(h);
     if (h->p >= h->end || *h->p != c)
-        return fail(err, "%s: header: expected '%c' at byte %lld of the dict", h->name, c,
+        return rt_data_fail(err, "%s: header: expected '%c' at byte %lld of the dict", h->name, c,
                     (long long)(h->p - h->start) + 1);
     h->p++;
     return true;
@@ -1144,11 +1198,11 @@ static bool hdr_char(Hdr *h, char c, RtDataError *err) {
 static bool hdr_string(Hdr *h, const char **s, size_t *n, RtDataError *err) {
     hdr_space(h);
     if (h->p >= h->end || (*h->p != '\'' && *h->p != '"'))
-        return fail(err, "%s: header: expected a quoted string", h->name);
+        return rt_data_fail(err, "%s: header: expected a quoted string", h->name);
     char q = *h->p++;
     const char *e = memchr(h->p, q, (size_t)(h->end - h->p));
     if (!e)
-        return fail(err, "%s: header: a string is not closed", h->name);
+        return rt_data_fail(err, "%s: header: a string is not closed", h->name);
     *s = h->p;
     *n = (size_t)(e - h->p);
     h->p = e + 1;
@@ -1166,23 +1220,23 @@ static bool hdr_shape(Hdr *h, RtDataError *err) {
             return true;
         }
         if (h->p >= h->end || *h->p < '0' || *h->p > '9')
-            return fail(err, "%s: header: the shape must be a tuple of non-negative integers", h->name);
+            return rt_data_fail(err, "%s: header: the shape must be a tuple of non-negative integers", h->name);
         int64_t v = 0;
         while (h->p < h->end && *h->p >= '0' && *h->p <= '9') {
             if (v > (INT64_MAX - 9) / 10)
-                return fail(err, "%s: header: a dimension is too large", h->name);
+                return rt_data_fail(err, "%s: header: a dimension is too large", h->name);
             v = v * 10 + (*h->p++ - '0');
         }
         if (h->p < h->end && *h->p == 'L') /* Python 2 long */
             h->p++;
         if (h->rank == RT_DATA_MAX_RANK)
-            return fail(err, "%s: more than %d dimensions", h->name, RT_DATA_MAX_RANK);
+            return rt_data_fail(err, "%s: more than %d dimensions", h->name, RT_DATA_MAX_RANK);
         h->dims[h->rank++] = v;
         hdr_space(h);
         if (h->p < h->end && *h->p == ',')
             h->p++;
         else if (h->p >= h->end || *h->p != ')')
-            return fail(err, "%s: header: the shape must be a tuple of non-negative integers", h->name);
+            return rt_data_fail(err, "%s: header: the shape must be a tuple of non-negative integers", h->name);
     }
 }
 
@@ -1205,7 +1259,7 @@ static bool hdr_parse(Hdr *h, RtDataError *err) {
             if (!hdr_string(h, &s, &n, err))
                 return false;
             if (n >= sizeof h->descr)
-                return fail(err, "%s: dtype '%.*s' is not supported", h->name, quote_len(n), s);
+                return rt_data_fail(err, "%s: dtype '%.*s' is not supported", h->name, rt_data_quote_len(n), s);
             memcpy(h->descr, s, n);
             h->descr[n] = '\0';
             h->have_descr = true;
@@ -1217,26 +1271,26 @@ static bool hdr_parse(Hdr *h, RtDataError *err) {
             else if (left >= 5 && memcmp(h->p, "False", 5) == 0)
                 h->fortran = false, h->p += 5;
             else
-                return fail(err, "%s: header: fortran_order must be True or False", h->name);
+                return rt_data_fail(err, "%s: header: fortran_order must be True or False", h->name);
             h->have_fortran = true;
         } else if (kn == 5 && memcmp(key, "shape", 5) == 0) {
             if (!hdr_shape(h, err))
                 return false;
             h->have_shape = true;
         } else {
-            return fail(err, "%s: header: unknown key '%.*s'", h->name, quote_len(kn), key);
+            return rt_data_fail(err, "%s: header: unknown key '%.*s'", h->name, rt_data_quote_len(kn), key);
         }
         hdr_space(h);
         if (h->p < h->end && *h->p == ',')
             h->p++;
         else if (h->p >= h->end || *h->p != '}')
-            return fail(err, "%s: header: expected ',' or '}' after '%.*s'", h->name, quote_len(kn), key);
+            return rt_data_fail(err, "%s: header: expected ',' or '}' after '%.*s'", h->name, rt_data_quote_len(kn), key);
     }
     hdr_space(h);
     if (h->p != h->end)
-        return fail(err, "%s: header: text after the dict", h->name);
+        return rt_data_fail(err, "%s: header: text after the dict", h->name);
     if (!h->have_descr || !h->have_fortran || !h->have_shape)
-        return fail(err, "%s: header: '%s' is missing", h->name,
+        return rt_data_fail(err, "%s: header: '%s' is missing", h->name,
                     !h->have_descr ? "descr" : !h->have_fortran ? "fortran_order" : "shape");
     return true;
 }
@@ -1278,21 +1332,21 @@ static bool npy_convert(const char *name, NpyType t, const unsigned char *p, int
     case NPY_I1: i = (int8_t)p[0]; break;
     }
     if (is_float && !isfinite(d))
-        return fail(err, "%s: the value at index %lld is not finite", name, (long long)k);
+        return rt_data_fail(err, "%s: the value at index %lld is not finite", name, (long long)k);
     if (want == RT_DATA_F32) {
         if (is_float && fabs(d) > FLT_MAX)
-            return fail(err, "%s: value %g at index %lld does not fit in float32", name, d, (long long)k);
+            return rt_data_fail(err, "%s: value %g at index %lld does not fit in float32", name, d, (long long)k);
         ((float *)out)[k] = is_float ? (float)d : (float)i;
         return true;
     }
     if (is_float) {
         if (d != floor(d))
-            return fail(err, "%s: value %g at index %lld is not a whole number", name, d, (long long)k);
+            return rt_data_fail(err, "%s: value %g at index %lld is not a whole number", name, d, (long long)k);
         if (d < INT32_MIN || d > INT32_MAX)
-            return fail(err, "%s: value %.0f at index %lld does not fit in int32", name, d, (long long)k);
+            return rt_data_fail(err, "%s: value %.0f at index %lld does not fit in int32", name, d, (long long)k);
         i = (int64_t)d;
     } else if (i < INT32_MIN || i > INT32_MAX) {
-        return fail(err, "%s: value %lld at index %lld does not fit in int32", name, (long long)i, (long long)k);
+        return rt_data_fail(err, "%s: value %lld at index %lld does not fit in int32", name, (long long)i, (long long)k);
     }
     ((int32_t *)out)[k] = (int32_t)i;
     return true;
@@ -1302,21 +1356,21 @@ bool rt_data_npy_parse(const char *name, const unsigned char *data, size_t size,
                        RtNpy *out, RtDataError *err) {
     memset(out, 0, sizeof *out);
     if (size == 0)
-        return fail(err, "%s: empty file", name);
+        return rt_data_fail(err, "%s: empty file", name);
     if (size < 8 || memcmp(data, "\x93NUMPY", 6) != 0)
-        return fail(err, "%s: not a NumPy .npy file (no magic string)", name);
+        return rt_data_fail(err, "%s: not a NumPy .npy file (no magic string)", name);
     int major = data[6], minor = data[7];
     if (minor != 0 || major < 1 || major > 3)
-        return fail(err, "%s: .npy version %d.%d is not supported (1.0, 2.0 and 3.0 are)", name, major, minor);
+        return rt_data_fail(err, "%s: .npy version %d.%d is not supported (1.0, 2.0 and 3.0 are)", name, major, minor);
     size_t pre = major == 1 ? 10 : 12;
     if (size < pre)
-        return fail(err, "%s: truncated inside the header", name);
+        return rt_data_fail(err, "%s: truncated inside the header", name);
     uint64_t hlen = load_le(data + 8, major == 1 ? 2 : 4);
     if (hlen > RT_DATA_NPY_MAX_HEADER)
-        return fail(err, "%s: a header of %llu bytes is longer than the limit of %d", name,
+        return rt_data_fail(err, "%s: a header of %llu bytes is longer than the limit of %d", name,
                     (unsigned long long)hlen, RT_DATA_NPY_MAX_HEADER);
     if (size - pre < hlen)
-        return fail(err, "%s: truncated inside the header", name);
+        return rt_data_fail(err, "%s: truncated inside the header", name);
     Hdr h = {.name = name, .start = (const char *)data + pre, .p = (const char *)data + pre, .end = (const char *)data + pre + hlen};
     if (!hdr_parse(&h, err))
         return false;
@@ -1326,28 +1380,28 @@ bool rt_data_npy_parse(const char *name, const unsigned char *data, size_t size,
         if (strcmp(h.descr, npy_types[k].descr) == 0)
             type = npy_types[k].type, itemsize = npy_types[k].size;
     if (itemsize == 0)
-        return fail(err, "%s: dtype '%s' is not supported (use '<f4', '<f8', '<i4', '<i8' or '|u1'%s)", name,
+        return rt_data_fail(err, "%s: dtype '%s' is not supported (use '<f4', '<f8', '<i4', '<i8' or '|u1'%s)", name,
                     h.descr, h.descr[0] == '>' ? "; this one is big-endian" : "");
     if (h.fortran)
-        return fail(err, "%s: fortran_order is True; only C order is read (save np.ascontiguousarray(a))",
+        return rt_data_fail(err, "%s: fortran_order is True; only C order is read (save np.ascontiguousarray(a))",
                     name);
     int64_t count = 1;
     for (int k = 0; k < h.rank; k++) {
         if (h.dims[k] != 0 && count > INT64_MAX / 8 / h.dims[k])
-            return fail(err, "%s: the shape holds too many values", name);
+            return rt_data_fail(err, "%s: the shape holds too many values", name);
         count *= h.dims[k];
     }
     uint64_t held = (uint64_t)(size - pre - hlen) / (uint64_t)itemsize;
     if (held < (uint64_t)count)
-        return fail(err, "%s: truncated: the header promises %lld values, the file holds %llu", name,
+        return rt_data_fail(err, "%s: truncated: the header promises %lld values, the file holds %llu", name,
                     (long long)count, (unsigned long long)held);
     uint64_t extra = (uint64_t)(size - pre - hlen) - (uint64_t)count * (uint64_t)itemsize;
     if (extra)
-        return fail(err, "%s: %llu bytes after the %lld values the header promises", name,
+        return rt_data_fail(err, "%s: %llu bytes after the %lld values the header promises", name,
                     (unsigned long long)extra, (long long)count);
     out->data = malloc((size_t)(count ? count : 1) * dtype_size(want));
     if (!out->data)
-        return fail(err, "%s: out of memory for %lld values", name, (long long)count);
+        return rt_data_fail(err, "%s: out of memory for %lld values", name, (long long)count);
     const unsigned char *body = data + pre + hlen;
     for (int64_t k = 0; k < count; k++) {
         if (!npy_convert(name, type, body + k * itemsize, k, want, out->data, err)) {
@@ -1385,12 +1439,12 @@ bool rt_data_npy_dataset(const char *inputs_path, RtDType in_dtype, const char *
     }
     bool ok = false;
     if (x.rank < 1 || y.rank < 1)
-        fail(err, "%s: a scalar array has no example axis", x.rank < 1 ? inputs_path : targets_path);
+        rt_data_fail(err, "%s: a scalar array has no example axis", x.rank < 1 ? inputs_path : targets_path);
     else if (x.dims[0] != y.dims[0])
-        fail(err, "%s has %lld examples but %s has %lld", inputs_path, (long long)x.dims[0], targets_path,
+        rt_data_fail(err, "%s has %lld examples but %s has %lld", inputs_path, (long long)x.dims[0], targets_path,
              (long long)y.dims[0]);
     else if (x.dims[0] == 0)
-        fail(err, "%s: no examples (the first axis is 0)", inputs_path);
+        rt_data_fail(err, "%s: no examples (the first axis is 0)", inputs_path);
     else
         ok = true;
     if (!ok) {

@@ -49,6 +49,12 @@ typedef struct RtDataError {
 
 typedef enum RtDType { RT_DATA_F32, RT_DATA_I32 } RtDType;
 
+/* For the loaders (data.c, vectors.c, plot.c): formats the message into
+ * *err (when err is not NULL) and returns false. */
+bool rt_data_fail(RtDataError *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* How much of a bad field a message quotes (%.*s): at most 60 bytes. */
+int rt_data_quote_len(size_t n);
+
 /* ---- Datasets: N examples of fixed-shape inputs and targets ---- */
 
 typedef struct RtDataset {
@@ -165,6 +171,13 @@ bool rt_data_vocab_encode(const RtVocab *v, const RtText *text, int32_t **ids, i
  * 0x20 and 0x7f; other bytes (UTF-8 included) as they are. */
 bool rt_data_vocab_save(const RtVocab *v, const char *path, RtDataError *err);
 bool rt_data_vocab_load(const char *path, RtVocab *out, RtDataError *err);
+/* The saved form in memory, as checkpoints store it (the safetensors metadata
+ * value under RT_DATA_VOCAB_META_KEY): malloc'd, *size bytes plus a NUL after
+ * them; escaping leaves no NUL inside. NULL (err set) when out of memory. */
+#define RT_DATA_VOCAB_META_KEY "seqc.vocab"
+char *rt_data_vocab_format(const RtVocab *v, size_t *size, RtDataError *err);
+/* Parses the saved form from memory; `name` stands for the file in messages. */
+bool rt_data_vocab_parse(const char *name, const char *text, size_t size, RtVocab *out, RtDataError *err);
 void rt_data_vocab_free(RtVocab *v);
 
 /* Sliding windows: example k has inputs ids[k*step .. k*step+window) and

@@ -419,7 +419,7 @@ static double train_differential(const char *text, const char *path, int64_t bat
         interp_optimizer_step(r.it, opt, params, grads, g->params.len, t);
         interp_apply_updates(r.it);
         t0 = now_ms();
-        update(r.slab, (uint64_t)t);
+        update(r.slab, (uint64_t)t, opt->lr);
         run_ms += now_ms() - t0;
         for (int i = 0; i < g->updates.len; i++) write_slab(&r, ((const Update *)g->updates.items[i])->var);
     }
@@ -516,9 +516,10 @@ START_TEST(update_entry_and_slots) {
         const CgSignature *sig = cg_update_signature(m);
         ck_assert_ptr_nonnull(sig);
         ck_assert_str_eq(sig->name, "upd_update");
-        ck_assert_int_eq(sig->nargs, 2);
+        ck_assert_int_eq(sig->nargs, 3);
         ck_assert_int_eq(sig->args[0], CG_PTR);
         ck_assert_int_eq(sig->args[1], CG_U64);
+        ck_assert_int_eq(sig->args[2], CG_F64);
         ck_assert_str_eq(cg_signature(m)->name, "upd_step");
         const CgPlan *p = cg_plan(m);
         ck_assert_int_eq(p->nparams, g->params.len);

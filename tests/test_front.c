@@ -263,7 +263,7 @@ START_TEST(parse_top_level_junk) {
     Module *m = parse("hello world\nmodel m { input x: f32[1] }\n");
     ck_assert_int_eq(fx.diags.errors, 1);
     ck_assert_str_eq(diag_line(0),
-                     "1:1: error: expected 'model', 'cell', 'train' or 'import' at the top level, found 'hello'");
+                     "1:1: error: expected 'model', 'cell', 'train', 'import' or 'extern' at the top level, found 'hello'");
     ck_assert_int_eq(m->ndecls, 1);
 }
 END_TEST

@@ -1,0 +1,71 @@
+/* Fusion: graph-to-graph rewrites that take work out of the time loop, and
+ * softmax with cross-entropy as one op. Nothing here knows a cell by name: a
+ * cell written in the language gets the same treatment as lib/std.seq's.
+ *
+ * fuse_softmax_ce
+ * Requires: a model graph after elaboration (and schedule_tbptt, if it ran),
+ * before autodiff.
+ * Guarantees: every sparse or categorical cross-entropy of softmax(z) that is
+ * not from_logits reads z with from_logits instead: a log-sum-exp forward and
+ * softmax(z) - target backward, with no softmax gradient in between. The
+ * softmax stays where anything else reads it (a metric, the model's output).
+ * Keras does the same (a softmax activation caches its logits for the loss);
+ * the two forms differ only where Keras' clipping of probabilities to
+ * [1e-7, 1 - 1e-7] would bite, and there the fused one is the exact one.
+ *
+ * fuse_graph
+ * Requires: a model graph after schedule_tbptt and ad_backward (a forward
+ * graph without autodiff works too), before interp_new or cg_lower.
+ * Guarantees: every node the graph had keeps its value (the loss, metrics,
+ * gradients), up to the order in which sums add their terms; in each scan:
+ *  - hoisting: a value of the body that depends only on its step inputs and
+ *    captures, through elementwise ops, slices and matmuls, and holds a
+ *    matmul (x_t @ W + b, in forward scans and in the forward step a backward
+ *    scan recomputes), is computed for every step at once before the loop and
+ *    enters the body as a new step input; one that depends on captures alone
+ *    enters as a new capture;
+ *  - weight sums: a carried state that is a running sum (a backward scan's
+ *    gradient of a captured param), whose terms are matmul_w(a_t, b_t) (and,
+ *    with bias_sums, sum_to(x_t)) or linear maps of them, becomes one
+ *    matmul_w (sum_to) over all steps after the loop, added to the state's
+ *    initial value; the scan emits the b_t (and the a_t not already available
+ *    outside) as per-step outputs; a state left with no term inside is dropped;
+ *  - bodies hold only the nodes their outputs need.
+ * Node ids of the model graph change (the order is topological again), but
+ * dropout masks keep theirs: their random streams are keyed by them. On
+ * failure (an internal inconsistency) returns false with *error malloc'd; the
+ * graph is then unusable. */
+#ifndef SEQC_FUSE_H
+#define SEQC_FUSE_H
+
+#include <stdbool.h>
+
+#include "graph.h"
+
+/* What the rewrites did, for tests and reports. */
+typedef struct FuseStats {
+    int hoisted_steps;      /* body values made new step inputs */
+    int hoisted_captures;   /* body values made new captures */
+    int moved_sums;         /* running-sum terms moved after the loop */
+    int dropped_states;     /* running sums left with nothing inside */
+    int softmax_ce;         /* losses fused with their softmax */
+} FuseStats;
+
+typedef struct FuseOptions {
+    bool no_hoist;          /* leave time-invariant work inside the scans */
+    bool no_sums;           /* leave running sums inside the backward scans */
+    /* Move sum_to terms (bias gradients) too. Off by default: their running
+     * sum is a vector, cheap to carry, while the code generator's sum_to over
+     * a whole [B, T, N] sequence reads it with a stride of N and was measured
+     * slower than the per-step sums (charlm at batch 1024). */
+    bool bias_sums;
+    FuseStats *stats;       /* added to, when not NULL */
+} FuseOptions;
+
+/* o may be NULL: every rewrite. */
+bool fuse_graph(Graph *g, const FuseOptions *o, char **error);
+
+/* Returns the number of losses fused. */
+int fuse_softmax_ce(Graph *g);
+
+#endif

@@ -1,0 +1,640 @@
+/* The fusion passes (compiler/fuse.h): every op model and recurrent model of
+ * the gradient tests, every example, and cells written here, each elaborated
+ * twice with the same params, data and dropout seed: once as autodiff leaves
+ * it, once through the passes. The reference interpreter (f64) must give the
+ * same loss, metrics and gradients to 1e-12 of each tensor's largest entry
+ * (the rewrites change the order in which sums over steps add their terms,
+ * nothing else); the generated code of the rewritten graph must agree with
+ * the interpreter on it to test_codegen.c's tolerance. The structure is
+ * checked too: no matmul left in a loop that needs no carried state, fewer
+ * weight-gradient matmuls inside backward loops. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autodiff.h"
+#include "codegen.h"
+#include "elab.h"
+#include "fuse.h"
+#include "gradcheck.h"
+#include "interp.h"
+#include "jit.h"
+#include "models.h"
+#include "program.h"
+#include "rng.h"
+#include "schedule.h"
+
+static const char *root(void) {
+    const char *r = getenv("SEQC_SOURCE_ROOT");
+    return r ? r : ".";
+}
+
+static const char *const examples[] = {
+    "alarm", "forecast", "charlm", "wordlm", "imdb_flatten", "imdb_rnn", "imdb_lstm_small", "imdb_rnn32",
+    "imdb_lstm32", "imdb_lstm", "imdb_rnn64", "imdb_birnn", "imdb_bigru", "imdb_bilstm", "imdb_stack", "poet",
+};
+#define NEXAMPLES ((int)(sizeof examples / sizeof examples[0]))
+#define NRNN ((int)(sizeof rnn_models / sizeof rnn_models[0]))
+#define NOPS ((int)(sizeof op_models / sizeof op_models[0]))
+
+/* Cells written in the language, not in lib/std.seq: the passes must find
+ * their input projections and weight sums without knowing them. */
+static const char *const user_cells[] = {
+    /* minimal GRU, one gate; the projection split after the bias */
+    "cell mgru(x: [I]) -> h {\n"
+    "  state h: [units]\n"
+    "  param W: [I, 2 * units] init glorot_uniform  param U: [units, units] init orthogonal\n"
+    "  param V: [units, units] init orthogonal  param b: [2 * units] init zeros\n"
+    "  xf, xh = split(x @ W + b, 2)\n"
+    "  f = sigmoid(xf + h @ U)\n"
+    "  h = (1 - f) * h + f * tanh(xh + (f * h) @ V)\n"
+    "}\n"
+    "model m { input x: f32[5, 3]  target y: f32[2]\n"
+    "  h = mgru(x, units: 4, direction: both)  p = dense(h, units: 2)\n"
+    "  loss mse(p, y) }",
+    /* peephole LSTM over an embedding with padding, every step out, plus work
+     * on params alone (scaled and summed weights) inside the step */
+    "cell peep(x: [I]) -> h {\n"
+    "  state h: [units]  state c: [units]\n"
+    "  param W: [I, 4 * units] init glorot_uniform  param U: [units, 4 * units] init orthogonal\n"
+    "  param P: [3 * units] init uniform(min: -0.5, max: 0.5)  param b: [4 * units] init lstm_bias\n"
+    "  param s: [4 * units] init ones\n"
+    "  i, f, g, o = split(tanh(x @ (W * 0.5)) * s + h @ U + (b + s), 4)\n"
+    "  pi, pf, po = split(P, 3)\n"
+    "  c = sigmoid(f + pf * c) * c + sigmoid(i + pi * c) * tanh(g)\n"
+    "  h = sigmoid(o + po * c) * tanh(c)\n"
+    "}\n"
+    "model m { input w: i32[6]  target y: f32[6, 2]\n"
+    "  e = embedding(w, vocab: 9, dim: 3, mask_zero: true)\n"
+    "  h = peep(e, units: 3, sequences: true)  p = dense(h, units: 2)\n"
+    "  loss mse(p, y) }",
+    /* an IndRNN: elementwise recurrence, the only matmul is the projection */
+    "cell indrnn(x: [I]) -> h {\n"
+    "  state h: [units]\n"
+    "  param W: [I, units] init glorot_uniform  param u: [units] init uniform(min: 0, max: 1)\n"
+    "  param b: [units] init zeros\n"
+    "  h = relu(x @ W + u * h + b)\n"
+    "}\n"
+    "model m { input x: f32[7, 2]  target y: f32[1]\n"
+    "  h = indrnn(x, units: 5, sequences: true)  g = indrnn(h, units: 3, direction: backward)\n"
+    "  p = dense(g, units: 1, activation: sigmoid)\n"
+    "  loss binary_crossentropy(p, y) }",
+};
+#define NUSER ((int)(sizeof user_cells / sizeof user_cells[0]))
+
+/* ---- loading ------------------------------------------------------------------------ */
+
+typedef struct Passes {
+    bool softmax_ce;        /* fuse_softmax_ce before autodiff */
+    bool softmax_late;      /* ... after schedule_tbptt rather than before */
+    bool graph;             /* fuse_graph after it */
+    bool full_backprop;     /* ignore the train block's bptt window */
+    int64_t steps;          /* ElabOptions.steps: 0, as declared */
+    bool bias_sums;         /* FuseOptions.bias_sums */
+} Passes;
+
+typedef struct Loaded {
+    Program *prog;
+    Arena arena;
+    Diags diags;
+    Model model;
+    FuseStats stats;
+} Loaded;
+
+static void load(Loaded *l, const char *text, const char *path, int64_t batch, Passes how) {
+    memset(l, 0, sizeof *l);
+    diag_init(&l->diags);
+    arena_init(&l->arena);
+    l->prog = text ? program_load_string("test.seq", text, &l->diags) : program_load(path, &l->diags);
+    ElabOptions o = {.batch = batch, .steps = how.steps};
+    GradOptions go;
+    bool ok = l->prog && l->diags.errors == 0 && elab_model(l->prog, NULL, &o, &l->arena, &l->model, &l->diags);
+    /* A stream read `steps` at a time: the window is as long. */
+    TrainRecipe *r = &l->model.recipe;
+    if (ok && how.steps && r->bptt_window > how.steps) {
+        r->bptt_window = how.steps;
+        if (r->bptt_every > how.steps) r->bptt_every = how.steps;
+    }
+    if (ok && how.softmax_ce && !how.softmax_late) l->stats.softmax_ce = fuse_softmax_ce(l->model.graph);
+    ok = ok && schedule_tbptt(l->model.graph, &l->model.recipe, &go, &l->diags);
+    if (ok && how.softmax_ce && how.softmax_late) l->stats.softmax_ce = fuse_softmax_ce(l->model.graph);
+    if (how.full_backprop) go.window = 0;
+    ok = ok && (!l->model.graph->loss || ad_backward(l->model.graph, &go, &l->diags));
+    if (!ok) {
+        char *s = diag_render(&l->diags);
+        fprintf(stderr, "%s", s);
+        free(s);
+    }
+    ck_assert_msg(ok, "model does not elaborate: %s", text ? text : path);
+    if (how.graph) {
+        char *err = NULL;
+        FuseOptions fo = {.stats = &l->stats, .bias_sums = how.bias_sums};
+        bool fused = fuse_graph(l->model.graph, &fo, &err);
+        ck_assert_msg(fused, "%s", err ? err : "?");
+        ck_assert(graph_verify(l->model.graph, stderr));
+    }
+}
+
+static void unload(Loaded *l) {
+    arena_free(&l->arena);
+    diag_free(&l->diags);
+    program_free(l->prog);
+}
+
+/* ---- data (compiler/gradcheck.c's rules, as test_codegen.c) ----------------------------- */
+
+static const Node *source(const Node *n) {
+    while (n->op == OP_TIME_SLICE) n = n->in[0];
+    return n;
+}
+
+static void fill_input(Interp *it, const Graph *g, const Node *x, RtRng *rng) {
+    int64_t vocab = 0, classes = 0;
+    bool masked = false, binary = false, onehot = false;
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *n = g->nodes.items[i];
+        if (n->op == OP_EMBED && source(n->in[0]) == x) {
+            int64_t v = n->in[1]->type.dims[0];
+            if (!vocab || v < vocab) vocab = v;
+        }
+        if (n->op == OP_NONZERO && source(n->in[0]) == x) masked = true;
+        if ((n->op == OP_SCE || n->op == OP_ACCURACY) && source(n->in[1]) == x && x->type.dtype == DT_I32) {
+            int64_t c = n->in[0]->type.dims[n->in[0]->type.rank - 1];
+            if (!classes || c < classes) classes = c;
+        }
+        if ((n->op == OP_BCE || (n->op == OP_ACCURACY && n->accuracy == ACC_BINARY)) && source(n->in[1]) == x)
+            binary = true;
+        if ((n->op == OP_CCE || (n->op == OP_ACCURACY && n->accuracy == ACC_CATEGORICAL)) && source(n->in[1]) == x)
+            onehot = true;
+    }
+    double *v = interp_data(it, x);
+    int64_t n = interp_size(g, x);
+    if (x->type.dtype == DT_I32) {
+        int64_t bound = vocab ? vocab : classes ? classes : 2;
+        if (vocab && classes && classes < bound) bound = classes;
+        for (int64_t i = 0; i < n; i++) {
+            v[i] = (double)(rt_rng_next_u32(rng) % (uint32_t)bound);
+            if (masked && rt_rng_uniform(rng) < 0.2) v[i] = 0;
+        }
+        return;
+    }
+    if (onehot && x->type.rank >= 1) {
+        int64_t c = x->type.dims[x->type.rank - 1];
+        memset(v, 0, sizeof(double) * (size_t)n);
+        for (int64_t i = 0; i < n; i += c) v[i + rt_rng_next_u32(rng) % (uint32_t)c] = 1;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) v[i] = binary ? (double)(rt_rng_next_u32(rng) & 1) : 2 * rt_rng_uniform(rng) - 1;
+}
+
+/* Params from seed 1 (or copied from `same`, which has the same params: an
+ * orthogonal init of a large matrix is slow), then inputs, targets and state
+ * variables from one stream. */
+static Interp *fill(const Graph *g, Precision prec, Interp *same, const Graph *same_g) {
+    Interp *it = interp_new(g, prec);
+    if (!same) interp_init_params(it, 1);
+    for (int i = 0; same && i < g->params.len; i++) {
+        const Node *p = g->params.items[i], *q = same_g->params.items[i];
+        ck_assert_int_eq(interp_size(g, p), interp_size(same_g, q));
+        memcpy(interp_data(it, p), interp_data(same, q), sizeof(double) * (size_t)interp_size(g, p));
+    }
+    RtRng rng;
+    rt_rng_seed(&rng, 1, 7);
+    for (int i = 0; i < g->inputs.len; i++) fill_input(it, g, g->inputs.items[i], &rng);
+    for (int i = 0; i < g->targets.len; i++) fill_input(it, g, g->targets.items[i], &rng);
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *n = g->nodes.items[i];
+        if (n->op != OP_STATEVAR) continue;
+        double *v = interp_data(it, n);
+        for (int64_t k = 0; k < interp_size(g, n); k++) v[k] = (double)(float)(rt_rng_uniform(&rng) - 0.5);
+    }
+    return it;
+}
+
+/* ---- structure ------------------------------------------------------------------------ */
+
+/* Does body node x depend on a carried state? */
+static bool reads_state(const Node *x) {
+    if (x->op == OP_STATE_IN) return true;
+    for (int k = 0; k < x->nin; k++)
+        if (reads_state(x->in[k])) return true;
+    return false;
+}
+
+/* Matmuls inside scan bodies that need no carried state. */
+static int loop_invariant_matmuls(const Graph *g) {
+    int n = 0;
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *s = g->nodes.items[i];
+        if (s->op != OP_SCAN) continue;
+        for (int k = 0; k < s->scan.body->nodes.len; k++) {
+            const Node *x = s->scan.body->nodes.items[k];
+            if ((x->op == OP_MATMUL || x->op == OP_MATMUL_T) && !reads_state(x)) n++;
+        }
+    }
+    return n;
+}
+
+/* Nodes of op `op` inside scan bodies: all of them, or of the backward scans only. */
+static int body_ops(const Graph *g, OpKind op, bool backward_only) {
+    int n = 0;
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *s = g->nodes.items[i];
+        if (s->op != OP_SCAN || (backward_only && i < g->nforward)) continue;
+        for (int k = 0; k < s->scan.body->nodes.len; k++) n += ((const Node *)s->scan.body->nodes.items[k])->op == op;
+    }
+    return n;
+}
+
+static int scans(const Graph *g) {
+    int n = 0;
+    for (int i = 0; i < g->nodes.len; i++) n += ((const Node *)g->nodes.items[i])->op == OP_SCAN;
+    return n;
+}
+
+/* ---- the interpreter before and after ------------------------------------------------- */
+
+/* max |a - b| over a tensor, relative to its largest entry (absolute below 1e-300). */
+static double tensor_diff(const double *a, const double *b, int64_t n) {
+    double top = 0, worst = 0;
+    for (int64_t i = 0; i < n; i++) top = fmax(top, fmax(fabs(a[i]), fabs(b[i])));
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) {
+            if (!(a[i] == b[i] || (isnan(a[i]) && isnan(b[i])))) return INFINITY;
+            continue;
+        }
+        worst = fmax(worst, fabs(a[i] - b[i]));
+    }
+    return top > 1e-300 ? worst / top : worst;
+}
+
+#define SAME 1e-12
+
+/* Runs the unfused and the fused graph in f64 (training, dropout drawn) and
+ * asserts they agree to `tol`; returns the worst difference. */
+static double equivalent(const char *text, const char *path, int64_t batch, Passes fused, double tol,
+                         const char *label) {
+    Passes plain = {.full_backprop = fused.full_backprop, .steps = fused.steps};
+    Loaded a, b;
+    load(&a, text, path, batch, plain);
+    load(&b, text, path, batch, fused);
+    Graph *ga = a.model.graph, *gb = b.model.graph;
+    ck_assert_int_eq(ga->params.len, gb->params.len);
+    ck_assert_int_eq(ga->grads.len, gb->grads.len);
+    ck_assert_int_eq(ga->metrics.len, gb->metrics.len);
+    Interp *ia = fill(ga, PREC_F64, NULL, NULL), *ib = fill(gb, PREC_F64, ia, ga);
+    interp_run(ia, true, 2);
+    interp_run(ib, true, 2);
+    double worst = 0;
+    const Node *fa = ga->loss ? ga->loss : ga->output, *fb = gb->loss ? gb->loss : gb->output;
+    double e = tensor_diff(interp_data(ia, fa), interp_data(ib, fb), interp_size(ga, fa));
+    ck_assert_msg(e <= tol, "%s: loss %.17g vs %.17g", label, interp_data(ia, fa)[0], interp_data(ib, fb)[0]);
+    worst = e;
+    for (int i = 0; i < ga->metrics.len; i++) {
+        const Node *ma = ga->metrics.items[i], *mb = gb->metrics.items[i];
+        e = tensor_diff(interp_data(ia, ma), interp_data(ib, mb), 1);
+        ck_assert_msg(e <= tol, "%s: metric %d %.17g vs %.17g", label, i, interp_data(ia, ma)[0], interp_data(ib, mb)[0]);
+    }
+    for (int i = 0; i < ga->grads.len; i++) {
+        const Node *da = ga->grads.items[i], *db = gb->grads.items[i];
+        const Node *p = ga->params.items[i];
+        ck_assert_msg((da == NULL) == (db == NULL), "%s: gradient of %s appeared or vanished", label, p->name);
+        if (!da) continue;
+        ck_assert_int_eq(interp_size(ga, da), interp_size(gb, db));
+        e = tensor_diff(interp_data(ia, da), interp_data(ib, db), interp_size(ga, da));
+        ck_assert_msg(e <= tol, "%s: gradient of %s differs by %.3g of its largest entry", label, p->name, e);
+        worst = fmax(worst, e);
+    }
+    /* Every matmul that needs no carried state has left its loop. */
+    if (fused.graph) ck_assert_msg(loop_invariant_matmuls(gb) == 0, "%s: a loop-invariant matmul stayed", label);
+    interp_free(ia);
+    interp_free(ib);
+    unload(&a);
+    unload(&b);
+    return worst;
+}
+
+static const Passes all_passes = {.softmax_ce = true, .graph = true};
+static const Passes graph_passes = {.graph = true};
+
+/* ---- generated code after the passes ---------------------------------------------------- */
+
+/* test_codegen.c's measure: |a - b| / (1e-5 max(|a|, |b|) + 1e-6 max(max |b|, scale)). */
+static double f32_error(const float *a, const double *b, int64_t n, double scale) {
+    double top = scale, worst = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(b[i])) top = fmax(top, fabs(b[i]));
+    for (int64_t i = 0; i < n; i++) {
+        double x = a[i], y = b[i], e;
+        if (!isfinite(x) || !isfinite(y)) {
+            e = (isnan(x) && isnan(y)) || x == y ? 0 : INFINITY;
+        } else {
+            double err = fabs(x - y), tol = 1e-5 * fmax(fabs(x), fabs(y)) + 1e-6 * top;
+            e = err == 0 ? 0 : tol == 0 ? INFINITY : err / tol;
+        }
+        worst = fmax(worst, e);
+    }
+    return worst;
+}
+
+static double generated_agrees(const char *text, const char *path, int64_t batch, Passes how, const char *label) {
+    Loaded l;
+    load(&l, text, path, batch, how);
+    Graph *g = l.model.graph;
+    Interp *it = fill(g, PREC_F32, NULL, NULL);
+    char *err = NULL;
+    CgModule *m = cg_lower(g, g->name, &err);
+    ck_assert_msg(m != NULL, "%s: %s", label, err ? err : "?");
+    CgJit *j = cg_jit(m, &err);
+    ck_assert_msg(j != NULL, "%s: %s", label, err ? err : "?");
+    const CgPlan *plan = cg_plan(m);
+    uint8_t *slab = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
+    ck_assert_ptr_nonnull(slab);
+    memset(slab, 0, (size_t)plan->slab_bytes);
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *n = g->nodes.items[i];
+        if (n->op != OP_INPUT && n->op != OP_PARAM && n->op != OP_STATEVAR) continue;
+        const double *v = interp_data(it, n);
+        uint8_t *dst = slab + plan->offset[n->id];
+        for (int64_t k = 0; k < interp_size(g, n); k++) {
+            if (n->type.dtype == DT_I32) ((int32_t *)(void *)dst)[k] = (int32_t)v[k];
+            else ((float *)(void *)dst)[k] = (float)v[k];
+        }
+    }
+    interp_run(it, true, 2);
+    cg_jit_entry(j)(slab, 1, 2, g->nodes.len);
+    double scale = 0, worst;
+    for (int i = 0; i < g->grads.len; i++) {
+        const Node *dp = g->grads.items[i];
+        if (!dp) continue;
+        for (int64_t k = 0; k < interp_size(g, dp); k++) scale = fmax(scale, fabs(interp_data(it, dp)[k]));
+    }
+    const Node *first = g->loss ? g->loss : g->output;
+    worst = f32_error((const float *)(void *)(slab + cg_plan_offset(plan, first)), interp_data(it, first),
+                      interp_size(g, first), 0);
+    ck_assert_msg(worst <= 1, "%s: loss %.3g of the tolerance", label, worst);
+    for (int i = 0; i < g->grads.len; i++) {
+        const Node *dp = g->grads.items[i], *p = g->params.items[i];
+        if (!dp) continue;
+        double e = f32_error((const float *)(void *)(slab + cg_plan_offset(plan, dp)), interp_data(it, dp),
+                             interp_size(g, dp), scale);
+        ck_assert_msg(e <= 1, "%s: gradient of %s: %.3g of the tolerance", label, p->name, e);
+        worst = fmax(worst, e);
+    }
+    free(slab);
+    cg_jit_free(j);
+    cg_free(m);
+    interp_free(it);
+    unload(&l);
+    return worst;
+}
+
+/* The examples read reviews of hundreds of steps; a few steps exercise the
+ * same graph and keep the interpreter quick (a stream is then read that many
+ * steps at a time, and a longer bptt window is cut to it). */
+#define EXAMPLE_STEPS 12
+
+static Passes example_passes(void) {
+    Passes p = all_passes;
+    p.steps = EXAMPLE_STEPS;
+    return p;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+START_TEST(op_models_unchanged) {
+    char label[32];
+    snprintf(label, sizeof label, "op model %d", _i);
+    equivalent(op_models[_i], NULL, 2, graph_passes, SAME, label);
+    equivalent(op_models[_i], NULL, 1, graph_passes, SAME, label);
+}
+END_TEST
+
+START_TEST(rnn_models_unchanged) {
+    char label[32];
+    snprintf(label, sizeof label, "rnn model %d", _i);
+    equivalent(rnn_models[_i], NULL, 2, all_passes, SAME, label);
+    equivalent(rnn_models[_i], NULL, 1, all_passes, SAME, label);
+    /* The windowed model (bptt 4 of 9 steps) once more through every step. */
+    Passes full = all_passes;
+    full.full_backprop = true;
+    full.bias_sums = true;
+    equivalent(rnn_models[_i], NULL, 2, full, SAME, label);
+}
+END_TEST
+
+START_TEST(user_cells_unchanged) {
+    char label[32];
+    snprintf(label, sizeof label, "user cell %d", _i);
+    equivalent(user_cells[_i], NULL, 2, all_passes, SAME, label);
+    equivalent(user_cells[_i], NULL, 1, all_passes, SAME, label);
+    Passes biases = all_passes;
+    biases.bias_sums = true;
+    equivalent(user_cells[_i], NULL, 2, biases, SAME, label);
+}
+END_TEST
+
+START_TEST(examples_unchanged) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/examples/%s.seq", root(), examples[_i]);
+    equivalent(NULL, path, 2, example_passes(), SAME, examples[_i]);
+}
+END_TEST
+
+/* What the passes do to the standard cells and to a cell of the user's. */
+START_TEST(structure) {
+    for (int which = 0; which < 3; which++) {
+        const char *text = which == 0 ? rnn_models[1] : which == 1 ? user_cells[0] : user_cells[1];
+        Loaded a, b;
+        load(&a, text, NULL, 2, (Passes){0});
+        load(&b, text, NULL, 2, all_passes);
+        const Graph *ga = a.model.graph, *gb = b.model.graph;
+        ck_assert_int_gt(loop_invariant_matmuls(ga), 0);
+        ck_assert_int_eq(loop_invariant_matmuls(gb), 0);
+        ck_assert_int_eq(scans(ga), scans(gb));
+        int wa = body_ops(ga, OP_MATMUL_W, true), wb = body_ops(gb, OP_MATMUL_W, true);
+        ck_assert_msg(wb < wa, "case %d: %d weight-gradient matmuls in backward loops, %d before", which, wb, wa);
+        /* Only products with the carried state remain: one per recurrent matrix. */
+        ck_assert_int_eq(wb, 0);
+        ck_assert_int_gt(b.stats.hoisted_steps, 0);
+        ck_assert_int_gt(b.stats.moved_sums, 0);
+        ck_assert_int_gt(b.stats.dropped_states, 0);
+        /* The peephole cell's scaled weights and summed biases are params alone. */
+        if (which == 2) ck_assert_int_gt(b.stats.hoisted_captures, 0);
+        unload(&b);
+        /* Bias sums too, on request: nothing but the carried state's products stays. */
+        Passes biases = all_passes;
+        biases.bias_sums = true;
+        load(&b, text, NULL, 2, biases);
+        ck_assert_int_gt(body_ops(a.model.graph, OP_SUM_TO, true), 0);
+        ck_assert_int_eq(body_ops(b.model.graph, OP_SUM_TO, true), 0);
+        unload(&a);
+        unload(&b);
+    }
+}
+END_TEST
+
+/* Each rewrite alone keeps the values. */
+START_TEST(rewrites_one_at_a_time) {
+    for (int which = 0; which < 2; which++) {
+        Loaded a, b;
+        load(&a, user_cells[1], NULL, 2, (Passes){0});
+        load(&b, user_cells[1], NULL, 2, (Passes){0});
+        char *err = NULL;
+        FuseStats st = {0};
+        FuseOptions o = {.no_hoist = which == 0, .no_sums = which == 1, .stats = &st};
+        ck_assert_msg(fuse_graph(b.model.graph, &o, &err), "%s", err ? err : "?");
+        ck_assert_int_eq(st.hoisted_steps > 0, which == 1);
+        ck_assert_int_eq(st.moved_sums > 0, which == 0);
+        Graph *ga = a.model.graph, *gb = b.model.graph;
+        Interp *ia = fill(ga, PREC_F64, NULL, NULL), *ib = fill(gb, PREC_F64, ia, ga);
+        interp_run(ia, true, 2);
+        interp_run(ib, true, 2);
+        for (int i = 0; i < ga->grads.len; i++) {
+            const Node *da = ga->grads.items[i], *db = gb->grads.items[i];
+            if (!da) continue;
+            ck_assert_double_le(tensor_diff(interp_data(ia, da), interp_data(ib, db), interp_size(ga, da)), SAME);
+        }
+        interp_free(ia);
+        interp_free(ib);
+        unload(&a);
+        unload(&b);
+    }
+}
+END_TEST
+
+/* Dropout masks draw from streams keyed by their node: the pass keeps their ids. */
+START_TEST(dropout_masks_keep_their_ids) {
+    Loaded a, b;
+    load(&a, rnn_models[8], NULL, 2, (Passes){0});
+    load(&b, rnn_models[8], NULL, 2, all_passes);
+    int na = 0, nb = 0;
+    for (int i = 0; i < a.model.graph->nodes.len; i++) na += ((Node *)a.model.graph->nodes.items[i])->op == OP_DROPMASK;
+    for (int i = 0; i < b.model.graph->nodes.len; i++) {
+        const Node *n = b.model.graph->nodes.items[i];
+        if (n->op != OP_DROPMASK) continue;
+        nb++;
+        ck_assert_int_eq(((Node *)a.model.graph->nodes.items[i])->op, OP_DROPMASK);
+    }
+    ck_assert_int_eq(na, 4);
+    ck_assert_int_eq(na, nb);
+    unload(&a);
+    unload(&b);
+}
+END_TEST
+
+/* Softmax + cross-entropy: fused where the loss reads the softmax, the
+ * softmax kept where a metric or the output reads it too. */
+START_TEST(softmax_ce_fused) {
+    Loaded l;
+    char path[512];
+    snprintf(path, sizeof path, "%s/examples/charlm.seq", root());
+    load(&l, NULL, path, 2, all_passes);
+    const Graph *g = l.model.graph;
+    ck_assert_int_eq(l.stats.softmax_ce, 1);
+    ck_assert_int_eq(g->loss->op, OP_SCE);
+    ck_assert(g->loss->loss.from_logits);
+    ck_assert_int_ne(g->loss->in[0]->op, OP_SOFTMAX);
+    ck_assert_int_eq(((const Node *)g->metrics.items[0])->in[0]->op, OP_SOFTMAX);
+    int softmax_grads = 0;
+    for (int i = g->nforward; i < g->nodes.len; i++) softmax_grads += ((Node *)g->nodes.items[i])->op == OP_SOFTMAX_GRAD;
+    ck_assert_int_eq(softmax_grads, 0);
+    unload(&l);
+    /* A loss over the last steps of a window: the time slice moves to the logits. */
+    load(&l, rnn_models[10], NULL, 2, all_passes);
+    ck_assert_int_ge(l.stats.softmax_ce, 1);
+    ck_assert(l.model.graph->loss->loss.from_logits);
+    ck_assert_int_eq(l.model.graph->loss->in[0]->op, OP_TIME_SLICE);
+    ck_assert_int_ne(l.model.graph->loss->in[0]->in[0]->op, OP_SOFTMAX);
+    unload(&l);
+    /* The same fused after the schedule has cut the loss to the window's last steps. */
+    Passes late = all_passes;
+    late.softmax_late = true;
+    load(&l, rnn_models[10], NULL, 2, late);
+    ck_assert_int_eq(l.stats.softmax_ce, 2); /* the whole window's loss, unused now, and the cut one */
+    ck_assert(l.model.graph->loss->loss.from_logits);
+    ck_assert_int_eq(l.model.graph->loss->in[0]->op, OP_TIME_SLICE);
+    ck_assert_int_ne(l.model.graph->loss->in[0]->in[0]->op, OP_SOFTMAX);
+    unload(&l);
+    equivalent(rnn_models[10], NULL, 2, late, SAME, "softmax fused after the schedule");
+    /* Categorical, on sequences. */
+    equivalent(op_models[5], NULL, 2, all_passes, SAME, "categorical");
+    equivalent(op_models[3], NULL, 2, all_passes, SAME, "sparse");
+}
+END_TEST
+
+/* Probabilities below Keras' 1e-7 clip: the fused loss is the exact one, so
+ * compare its gradient with finite differences instead of the clipped form. */
+START_TEST(softmax_ce_large_logits) {
+    Loaded l;
+    load(&l, op_models[8], NULL, 2, (Passes){.softmax_ce = true, .graph = true, .full_backprop = true});
+    ck_assert_int_eq(l.stats.softmax_ce, 1);
+    GradcheckOptions o;
+    gradcheck_defaults(&o);
+    GradcheckReport r;
+    gradcheck_run(l.model.graph, l.model.graph->nforward, &o, &r);
+    if (!r.ok) gradcheck_print(l.model.graph, &o, &r, stderr);
+    ck_assert(r.ok);
+    ck_assert(isfinite(r.loss));
+    unload(&l);
+}
+END_TEST
+
+START_TEST(generated_rnn_models) {
+    char label[32];
+    snprintf(label, sizeof label, "rnn model %d", _i);
+    generated_agrees(rnn_models[_i], NULL, 2, all_passes, label);
+}
+END_TEST
+
+START_TEST(generated_user_cells) {
+    char label[32];
+    snprintf(label, sizeof label, "user cell %d", _i);
+    generated_agrees(user_cells[_i], NULL, 2, all_passes, label);
+    Passes biases = all_passes;
+    biases.bias_sums = true;
+    generated_agrees(user_cells[_i], NULL, 2, biases, label);
+}
+END_TEST
+
+START_TEST(generated_examples) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/examples/%s.seq", root(), examples[_i]);
+    generated_agrees(NULL, path, 2, example_passes(), examples[_i]);
+}
+END_TEST
+
+static Suite *fuse_suite(void) {
+    Suite *s = suite_create("fuse");
+    TCase *eq = tcase_create("equivalence");
+    tcase_set_timeout(eq, 300);
+    tcase_add_loop_test(eq, op_models_unchanged, 0, NOPS);
+    tcase_add_loop_test(eq, rnn_models_unchanged, 0, NRNN);
+    tcase_add_loop_test(eq, user_cells_unchanged, 0, NUSER);
+    tcase_add_loop_test(eq, examples_unchanged, 0, NEXAMPLES);
+    suite_add_tcase(s, eq);
+    TCase *st = tcase_create("structure");
+    tcase_add_test(st, structure);
+    tcase_add_test(st, rewrites_one_at_a_time);
+    tcase_add_test(st, dropout_masks_keep_their_ids);
+    tcase_add_test(st, softmax_ce_fused);
+    tcase_add_test(st, softmax_ce_large_logits);
+    suite_add_tcase(s, st);
+    TCase *cg = tcase_create("generated");
+    tcase_set_timeout(cg, 600);
+    tcase_add_loop_test(cg, generated_rnn_models, 0, NRNN);
+    tcase_add_loop_test(cg, generated_user_cells, 0, NUSER);
+    tcase_add_loop_test(cg, generated_examples, 0, NEXAMPLES);
+    suite_add_tcase(s, cg);
+    return s;
+}
+
+int main(void) {
+    SRunner *r = srunner_create(fuse_suite());
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,318 @@
+/* The runtime end to end, through the seqc executable: training learns,
+ * JIT and AOT agree bit for bit, a resumed run (after an epoch or after
+ * Ctrl-C) ends with the weights of an uninterrupted one, bad data and bad
+ * checkpoints are refused with messages naming the file, a non-finite loss
+ * stops training and keeps the checkpoint, sampling is deterministic, and the
+ * --emit=lib C API predicts what the executable predicts.
+ *
+ * Environment: SEQC_EXE (seqc), SEQC_ALARM_DATA (the alarm data generator),
+ * SEQC_SOURCE_ROOT (for examples/ and tests/lib_client.c). */
+#include <check.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OUT_BYTES (1 << 20)
+
+static char dir[256];
+static char out[OUT_BYTES];
+
+static const char *env(const char *name) {
+    const char *v = getenv(name);
+    ck_assert_msg(v && *v, "%s is not set", name);
+    return v;
+}
+
+/* Runs a shell command in the test's directory; its output (stdout and
+ * stderr) lands in `out`. Returns the exit status. */
+static int sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    char full[4400];
+    snprintf(full, sizeof full, "cd '%s' && (%s) 2>&1", dir, cmd);
+    FILE *p = popen(full, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static char *slurp(const char *name, size_t *size) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    b[n] = '\0';
+    fclose(f);
+    *size = (size_t)n;
+    return b;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static bool same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    bool same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static void write_file(const char *name, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void setup(void) {
+    snprintf(dir, sizeof dir, "/tmp/seqc-train-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    /* Alarm data: 2,000 sequences to train on, 500 held out. */
+    ck_assert_int_eq(sh("'%s' --count 2000 --seed 1 x.npy y.npy && '%s' --count 500 --seed 2 tx.npy ty.npy",
+                        env("SEQC_ALARM_DATA"), env("SEQC_ALARM_DATA")), 0);
+    ck_assert_int_eq(sh("cp '%s/examples/alarm.seq' .", env("SEQC_SOURCE_ROOT")), 0);
+}
+
+static void teardown(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+#define SEQC "'%s' run alarm.seq"
+#define ALARM_DATA "--data x.npy,y.npy"
+
+/* The tutorial's alarm reaches 0.98 per-step accuracy on held-out data. */
+START_TEST(alarm_learns) {
+    ck_assert_msg(sh(SEQC " train " ALARM_DATA " --validate tx.npy,ty.npy --epochs 40 --lr 0.01 --quiet",
+                     env("SEQC_EXE")) == 0, "%s", out);
+    ck_assert_msg(sh(SEQC " eval --data tx.npy,ty.npy", env("SEQC_EXE")) == 0, "%s", out);
+    const char *acc = strstr(out, "accuracy: ");
+    ck_assert_msg(acc != NULL, "%s", out);
+    double a = atof(acc + 10);
+    ck_assert_msg(a >= 0.98, "held-out accuracy %.4f < 0.98", a);
+    /* The history has one row per epoch, and the losses fell. */
+    size_t n;
+    char *h = slurp("alarm.history.csv", &n);
+    ck_assert_ptr_nonnull(h);
+    ck_assert(strncmp(h, "epoch,loss,accuracy,val_loss,val_accuracy\n", 42) == 0);
+    int rows = 0;
+    for (char *c = h; *c; c++) rows += *c == '\n';
+    ck_assert_int_eq(rows, 41);
+    double first = atof(strchr(strchr(h, '\n') + 1, ',') + 1);
+    char *last = h + n - 2;
+    while (*last != '\n') last--;
+    double final = atof(strchr(last + 1, ',') + 1);
+    ck_assert_msg(final < first / 10, "loss %g -> %g", first, final);
+    free(h);
+}
+END_TEST
+
+/* The executable and the JIT train the same weights, and a run resumed after
+ * one epoch ends where an uninterrupted run does. */
+START_TEST(jit_aot_resume_identical) {
+    const char *seqc = env("SEQC_EXE");
+    ck_assert_msg(sh("'%s' compile alarm.seq -o alarm_exe", seqc) == 0, "%s", out);
+    ck_assert_msg(sh(SEQC " train " ALARM_DATA " --epochs 3 --quiet --checkpoint jit.safetensors", seqc) == 0, "%s",
+                  out);
+    ck_assert_msg(sh("./alarm_exe train " ALARM_DATA " --epochs 3 --quiet --checkpoint aot.safetensors") == 0, "%s", out);
+    ck_assert_msg(same_file("jit.safetensors", "aot.safetensors"), "JIT and AOT weights differ");
+    ck_assert_msg(sh("./alarm_exe train " ALARM_DATA " --epochs 1 --quiet --checkpoint r.safetensors --history r.csv") == 0,
+                  "%s", out);
+    ck_assert_msg(sh("./alarm_exe train " ALARM_DATA " --epochs 3 --resume --quiet --checkpoint r.safetensors "
+                     "--history r.csv") == 0, "%s", out);
+    ck_assert_msg(same_file("jit.safetensors", "r.safetensors"), "a resumed run ends with other weights");
+    /* Another seed is another run. */
+    ck_assert_int_eq(sh(SEQC " train " ALARM_DATA " --epochs 1 --seed 7 --quiet --checkpoint s7.safetensors", seqc), 0);
+    ck_assert(!same_file("r.safetensors", "s7.safetensors"));
+    /* A fixed setting of the executable cannot change. */
+    ck_assert_int_eq(sh("./alarm_exe train " ALARM_DATA " --batch 50"), 1);
+    ck_assert_msg(strstr(out, "compiled for batch 100") != NULL, "%s", out);
+}
+END_TEST
+
+/* Ctrl-C finishes the step, writes a checkpoint and exits; --resume then
+ * ends with the weights of an uninterrupted run. */
+START_TEST(interrupt_and_resume) {
+    const char *seqc = env("SEQC_EXE");
+    ck_assert_int_eq(sh("'%s' --count 20000 --seed 3 bx.npy by.npy", env("SEQC_ALARM_DATA")), 0);
+    ck_assert_msg(sh("'%s' compile alarm.seq -o alarm_exe", seqc) == 0, "%s", out);
+    ck_assert_msg(sh("./alarm_exe train --data bx.npy,by.npy --epochs 4 --quiet --checkpoint full.safetensors "
+                     "--history full.csv") == 0, "%s", out);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (chdir(dir) != 0) _exit(127);
+        if (!freopen("/dev/null", "w", stdout) || !freopen("int.log", "w", stderr)) _exit(127);
+        execl("./alarm_exe", "./alarm_exe", "train", "--data", "bx.npy,by.npy", "--epochs", "4", "--quiet",
+              "--checkpoint", "int.safetensors", "--history", "int.csv", (char *)NULL);
+        _exit(127);
+    }
+    /* Wait for the first epoch's checkpoint, then interrupt the second. */
+    char ckpt[512];
+    snprintf(ckpt, sizeof ckpt, "%s/int.safetensors", dir);
+    struct stat st;
+    for (int i = 0; i < 3000 && stat(ckpt, &st) != 0; i++) sleep_ms(10);
+    ck_assert_msg(stat(ckpt, &st) == 0, "no checkpoint after the first epoch");
+    sleep_ms(50);
+    kill(pid, SIGINT);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 130, "exit status %d", WEXITSTATUS(status));
+    size_t n;
+    char *log = slurp("int.log", &n);
+    ck_assert_msg(log && strstr(log, "interrupted after step") && strstr(log, "--resume"), "%s", log ? log : "");
+    free(log);
+    ck_assert_msg(sh("./alarm_exe train --data bx.npy,by.npy --epochs 4 --quiet --resume --checkpoint int.safetensors "
+                     "--history int.csv") == 0, "%s", out);
+    ck_assert_msg(same_file("full.safetensors", "int.safetensors"), "the interrupted run ends with other weights");
+}
+END_TEST
+
+/* A loss that overflows stops training, names the step and keeps the checkpoint. */
+START_TEST(non_finite_stops) {
+    const char *seqc = env("SEQC_EXE");
+    ck_assert_int_eq(sh(SEQC " train " ALARM_DATA " --epochs 1 --quiet", seqc), 0);
+    ck_assert_int_eq(sh("cp alarm.safetensors before.safetensors"), 0);
+    ck_assert_int_eq(sh(SEQC " train " ALARM_DATA " --epochs 5 --resume --lr 1e39 --quiet", seqc), 1);
+    ck_assert_msg(strstr(out, "not finite at step") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "last checkpoint written is kept") != NULL, "%s", out);
+    /* Epochs that ended before the blow-up were saved, none after it: the
+     * file is whole and loads. */
+    ck_assert_msg(sh(SEQC " eval --data tx.npy,ty.npy", seqc) == 0, "%s", out);
+}
+END_TEST
+
+/* Bad data and bad checkpoints: clear messages, nothing trained. */
+START_TEST(bad_inputs) {
+    const char *seqc = env("SEQC_EXE");
+    ck_assert_int_eq(sh(SEQC " train --data missing.npy,y.npy --quiet", seqc), 1);
+    ck_assert_msg(strstr(out, "missing.npy") != NULL, "%s", out);
+    ck_assert_int_eq(sh(SEQC " train --data tx.npy,y.npy --quiet", seqc), 1); /* 500 inputs, 2000 targets */
+    ck_assert_msg(strstr(out, "tx.npy") != NULL || strstr(out, "y.npy") != NULL, "%s", out);
+    ck_assert_int_eq(sh("test -f alarm.safetensors"), 1);
+    ck_assert_int_eq(sh(SEQC " eval --data tx.npy,ty.npy", seqc), 1);
+    ck_assert_msg(strstr(out, "no checkpoint alarm.safetensors") != NULL, "%s", out);
+    ck_assert_int_eq(sh(SEQC " train " ALARM_DATA " --epochs 1 --quiet", seqc), 0);
+    /* Truncated: the reader says so, naming the file. */
+    ck_assert_int_eq(sh("head -c 300 alarm.safetensors > cut.safetensors"), 0);
+    ck_assert_int_eq(sh(SEQC " eval --data tx.npy,ty.npy --weights cut.safetensors", seqc), 1);
+    ck_assert_msg(strstr(out, "cut.safetensors") != NULL, "%s", out);
+    /* Another model's weights: the differing tensor is named. */
+    write_file("wide.seq", "model alarm {\n  input x: f32[20, 1]\n  target y: f32[20, 1]\n"
+                           "  h = rnn(x, units: 9, sequences: true)\n  p = dense(h, units: 1, activation: sigmoid)\n"
+                           "  loss binary_crossentropy(p, y)\n}\n");
+    ck_assert_int_eq(sh("'%s' run wide.seq eval --data tx.npy,ty.npy", seqc), 1);
+    ck_assert_msg(strstr(out, "'h.W'") != NULL && strstr(out, "[1, 8]") != NULL && strstr(out, "[1, 9]") != NULL, "%s",
+                  out);
+    /* Unknown options and commands are usage errors. */
+    ck_assert_int_eq(sh(SEQC " train --epochz 3", seqc), 2);
+    ck_assert_int_eq(sh(SEQC " fly", seqc), 2);
+}
+END_TEST
+
+/* A character model on a small text: training, then sampling that depends
+ * on --seed alone, predict and embeddings. */
+START_TEST(text_model) {
+    const char *seqc = env("SEQC_EXE");
+    FILE *f;
+    char path[512];
+    snprintf(path, sizeof path, "%s/poem.txt", dir);
+    ck_assert_ptr_nonnull(f = fopen(path, "w"));
+    for (int i = 0; i < 60; i++) fputs("to be or not to be, that is the question.\n", f);
+    fclose(f);
+    write_file("tiny.seq", "model tiny {\n  input c: i32[16]\n  target n: i32[16]\n"
+                           "  e = embedding(c, vocab: 24, dim: 8)\n  h = lstm(e, units: 16, sequences: true, stateful: true)\n"
+                           "  p = dense(h, units: 24, activation: softmax)\n"
+                           "  loss sparse_categorical_crossentropy(p, n)\n  metric accuracy(p, n)\n}\n"
+                           "train {\n  optimizer adam(lr: 0.01)\n  batch 4\n  epochs 3\n  bptt 16\n"
+                           "  data text(\"poem.txt\", level: char, lower: true)\n}\n");
+    ck_assert_msg(sh("'%s' run tiny.seq train --quiet", seqc) == 0, "%s", out);
+    ck_assert_msg(sh("'%s' run tiny.seq sample --prime 'to be' --length 40 --seed 3", seqc) == 0, "%s", out);
+    static char first[OUT_BYTES];
+    snprintf(first, sizeof first, "%s", out);
+    ck_assert(strncmp(first, "to be", 5) == 0);
+    ck_assert_int_eq(sh("'%s' run tiny.seq sample --prime 'to be' --length 40 --seed 3", seqc), 0);
+    ck_assert_str_eq(out, first);
+    ck_assert_int_eq(sh("'%s' run tiny.seq sample --prime 'to be' --length 40 --seed 4 --temperature 2", seqc), 0);
+    ck_assert_str_ne(out, first);
+    /* The embeddings: one row per token but padding, the token first. */
+    ck_assert_int_eq(sh("'%s' run tiny.seq embeddings | cut -f1 | tr '\\n' '|'", seqc), 0);
+    ck_assert_msg(strstr(out, "|t|") != NULL || strncmp(out, "t|", 2) == 0, "%s", out);
+    /* A vocabulary larger than the embedding is refused with the fix. */
+    write_file("small.seq", "model small {\n  input c: i32[16]\n  target n: i32[16]\n"
+                            "  e = embedding(c, vocab: 8, dim: 8)\n  h = lstm(e, units: 16, sequences: true, stateful: true)\n"
+                            "  p = dense(h, units: 8, activation: softmax)\n"
+                            "  loss sparse_categorical_crossentropy(p, n)\n}\n"
+                            "train {\n  batch 4\n  bptt 16\n  data text(\"poem.txt\")\n}\n");
+    ck_assert_int_eq(sh("'%s' run small.seq train --quiet", seqc), 1);
+    ck_assert_msg(strstr(out, "write vocab:") != NULL, "%s", out);
+}
+END_TEST
+
+/* --emit=lib: a C program predicts what the executable predicts. */
+START_TEST(library_api) {
+    const char *seqc = env("SEQC_EXE");
+    ck_assert_int_eq(sh(SEQC " train " ALARM_DATA " --epochs 40 --lr 0.01 --quiet", seqc), 0);
+    ck_assert_msg(sh("'%s' compile --emit=lib alarm.seq -o alarm", seqc) == 0, "%s", out);
+    ck_assert_int_eq(sh("test -f libalarm.a && test -f alarm.h"), 0);
+    ck_assert_msg(sh("cc -std=c11 -I. -o client '%s/tests/lib_client.c' libalarm.a -lm", env("SEQC_SOURCE_ROOT")) == 0,
+                  "%s", out);
+    const char *line = "3 5 -1 7 0 2 19 4 4 -1 8 8 1 0 6 2 3 11 12 13";
+    ck_assert_msg(sh("echo '%s' | ./client alarm.safetensors", line) == 0, "%s", out);
+    static char lib[OUT_BYTES];
+    snprintf(lib, sizeof lib, "%s", out);
+    ck_assert_msg(sh("echo '%s' | " SEQC " predict", line, seqc) == 0, "%s", out);
+    ck_assert_str_eq(lib, out);
+    /* The alarm has tripped from the third step on. */
+    float o[20];
+    char *p = lib;
+    for (int i = 0; i < 20; i++) o[i] = strtof(p, &p);
+    ck_assert_float_lt(o[0], 0.5f);
+    ck_assert_float_gt(o[19], 0.5f);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("train");
+    TCase *t = tcase_create("train");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 600);
+    tcase_add_test(t, alarm_learns);
+    tcase_add_test(t, jit_aot_resume_identical);
+    tcase_add_test(t, interrupt_and_resume);
+    tcase_add_test(t, non_finite_stops);
+    tcase_add_test(t, bad_inputs);
+    tcase_add_test(t, text_model);
+    tcase_add_test(t, library_api);
+    suite_add_tcase(s, t);
+    SRunner *r = srunner_create(s);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? 1 : 0;
+}
