@@ -78,7 +78,9 @@ BI_FN(fn_embedding) {
     Type t = mat(vocab, dim);
     /* Keras' Embedding starts from RandomUniform(-0.05, 0.05). */
     InitSpec init = {.kind = "uniform", .args = {-0.05, 0.05}};
-    Node *table = elab_param(E, arena_printf(E->arena, "%s.embeddings", name), &t, init, true, at);
+    /* Pretrained vectors replace the rows of the tokens they know, at run time. */
+    if (a->v[4].str && a->v[4].str[0]) init.vectors = a->v[4].str;
+    Node *table = elab_param(E, arena_printf(E->arena, "%s.embeddings", name), &t, init, a->v[5].b, at);
     Node *y = elab_node(E, OP_EMBED, at, 2, (Node *[]){ids, table});
     if (!y) return v_error();
     if (a->v[3].b) {
@@ -326,7 +328,9 @@ static const Builtin builtins[] = {
      {{"ids", A_TENSOR, NULL, NULL, "the token ids", 0, 0, false},
       {"vocab", A_INT, NULL, NULL, "the number of distinct tokens, the largest id + 1", 1, 1e18, false},
       {"dim", A_INT, NULL, NULL, "the size of each token's vector", 1, 1e18, false},
-      {"mask_zero", A_BOOL, "false", NULL, NULL, 0, 0, false}},
+      {"mask_zero", A_BOOL, "false", NULL, NULL, 0, 0, false},
+      {"vectors", A_STRING, "", NULL, NULL, 0, 0, false},
+      {"trainable", A_BOOL, "true", NULL, NULL, 0, 0, false}},
      fn_embedding},
     {"batchnorm", BI_LAYER, "BatchNormalization", false,
      {X1,

@@ -59,6 +59,10 @@ typedef struct InitSpec {
     const char *kind;   /* glorot_uniform, orthogonal, zeros, ones, uniform, constant, lstm_bias, ... */
     double args[2];     /* uniform: min, max; constant: value; lstm_bias: forget value; orthogonal: gain */
     int64_t units;      /* lstm_bias: units */
+    /* An embedding's word-vector file (word2vec/GloVe text), or NULL. The
+     * runtime overwrites the rows of the tokens the file has, after the fill
+     * above; the interpreter uses the fill alone. */
+    const char *vectors;
 } InitSpec;
 
 struct Node {

@@ -105,8 +105,18 @@ bool link_executable(const char *out, const char *const *objs, int nobjs, const 
     argv[n++] = (char *)rt;
     for (int i = 0; libs && libs[i] && n < MAX_ARGS - 4; i++) argv[n++] = (char *)libs[i];
     argv[n++] = "-lm";
+#ifdef SEQC_RUNTIME_SANITIZE
+    /* A runtime built with sanitizers needs their libraries at link time. */
+    char *sanitize = NULL;
+    if (SEQC_RUNTIME_SANITIZE[0] && strcmp(rt, SEQC_RUNTIME_LIB) == 0)
+        argv[n++] = sanitize = format("-fsanitize=%s", SEQC_RUNTIME_SANITIZE);
+#endif
     argv[n] = NULL;
-    return run(argv, NULL, error);
+    bool ok = run(argv, NULL, error);
+#ifdef SEQC_RUNTIME_SANITIZE
+    free(sanitize);
+#endif
+    return ok;
 }
 
 static bool is_object(const char *name) {

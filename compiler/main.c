@@ -297,6 +297,36 @@ static bool write_header(const char *path, const Build *b, char **err) {
     return true;
 }
 
+/* The linker arguments for the user libraries the model's externs live in:
+ * a path as itself and its directory as a run path (so the executable finds
+ * it where it was), a bare soname as -l:NAME. NULL-terminated, in `a`. */
+static const char **extern_link_args(Build *b, Arena *a) {
+    const CgExternSymbol *sym[2];
+    int n[2] = {cg_extern_symbols(b->train_code, &sym[0]), cg_extern_symbols(b->infer_code, &sym[1])};
+    const char **args = arena_alloc(a, sizeof *args * (size_t)(2 * (n[0] + n[1]) + 1));
+    int k = 0;
+    for (int m = 0; m < 2; m++)
+        for (int i = 0; i < n[m]; i++) {
+            const char *lib = sym[m][i].library, *arg, *rpath = NULL;
+            if (strchr(lib, '/')) {
+                char *real = realpath(lib, NULL);
+                arg = arena_printf(a, "%s", real ? real : lib);
+                const char *slash = strrchr(arg, '/');
+                rpath = arena_printf(a, "-Wl,-rpath,%.*s", (int)(slash - arg), arg);
+                free(real);
+            } else {
+                arg = arena_printf(a, "-l:%s", lib);
+            }
+            bool seen = false;
+            for (int j = 0; j < k; j++) seen = seen || strcmp(args[j], arg) == 0;
+            if (seen) continue;
+            args[k++] = arg;
+            if (rpath) args[k++] = rpath;
+        }
+    args[k] = NULL;
+    return args;
+}
+
 /* `seqc compile`: an executable (default), a static library, or the training
  * step as an object file, assembly or LLVM IR. */
 static int cmd_compile(const Options *o) {
@@ -338,7 +368,7 @@ static int cmd_compile(const Options *o) {
             goto done;
         const char *out = o->out ? o->out : name;
         if (exe) {
-            if (!link_executable(out, objs, 3, NULL, &err)) goto done;
+            if (!link_executable(out, objs, 3, extern_link_args(&b, &b.arena), &err)) goto done;
         } else {
             const char *slash = strrchr(out, '/');
             const char *base = slash ? slash + 1 : out;

@@ -29,7 +29,9 @@ static void tensor(FILE *f, const char *kind, const Graph *g, const CgPlan *p, c
     (void)g;
 }
 
-static void variant(FILE *f, const char *name, ManifestVariant v) {
+static void path(FILE *f, const char *source, const char *p);
+
+static void variant(FILE *f, const char *source, const char *name, ManifestVariant v) {
     const Graph *g = v.g;
     const CgPlan *p = v.plan;
     int nodes = g->nodes.len, forward = g->nforward ? g->nforward : nodes;
@@ -54,8 +56,10 @@ static void variant(FILE *f, const char *name, ManifestVariant v) {
         fprintf(f, " %d", trainable ? 1 : 0);
         const InitSpec *init = n->op == OP_PARAM ? &n->param.init : NULL;
         str(f, init && init->kind ? init->kind : "zeros");
-        fprintf(f, " %.17g %.17g %lld\n", init ? init->args[0] : 0.0, init ? init->args[1] : 0.0,
+        fprintf(f, " %.17g %.17g %lld", init ? init->args[0] : 0.0, init ? init->args[1] : 0.0,
                 (long long)(init ? init->units : 0));
+        path(f, source, init ? init->vectors : NULL);
+        fputc('\n', f);
     }
     for (int i = 0; i < g->updates.len; i++) {
         const Update *u = g->updates.items[i];
@@ -125,8 +129,8 @@ char *manifest_write(const char *source, const TrainRecipe *r, ManifestVariant t
     path(f, source, d->path2);
     fprintf(f, " %d %d %d %d %d %lld %d\n", d->word_level, d->lower, d->letters_only, d->pad_post, d->truncate_post,
             (long long)d->column, d->header);
-    variant(f, "train", train);
-    variant(f, "infer", infer);
+    variant(f, source, "train", train);
+    variant(f, source, "infer", infer);
     if (fclose(f) != 0) {
         free(text);
         return NULL;

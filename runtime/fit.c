@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "session.h"
+#include "vectors.h"
 
 void rt_fail(const RtSession *s, const char *fmt, ...) {
     fprintf(stderr, "%s %s: ", s->prog, s->cmd);
@@ -425,6 +426,31 @@ static int64_t next_batch(RtSession *s, RtFeed *f) {
     return rt_data_batcher_next(&f->b, x, y);
 }
 
+/* Pretrained embeddings: the rows of the tokens a word-vector file has, once
+ * the vocabulary is known (a fresh run only: a resumed or --weights run has
+ * its params already). */
+static bool load_vectors(RtSession *s) {
+    const RtVariant *v = &s->m.train;
+    for (int i = 0; i < v->nparams; i++) {
+        const RtParam *p = &v->params[i];
+        if (!p->vectors) continue;
+        if (!s->has_vocab) {
+            rt_fail(s, "'%s' starts from the word vectors in %s, which are found by token: that needs text data "
+                    "(data: text(...)), whose vocabulary maps tokens to rows", p->t.name, p->vectors);
+            return false;
+        }
+        int64_t found = 0;
+        RtDataError e;
+        if (!rt_vectors_fill(p->vectors, &s->vocab, (float *)(s->slab + p->t.at), p->t.dims[1], &found, &e)) {
+            rt_fail(s, "%s", e.msg);
+            return false;
+        }
+        if (!s->o.quiet)
+            printf("%s: %lld of %d tokens from %s\n", p->t.name, (long long)found, s->vocab.size - 1, p->vectors);
+    }
+    return true;
+}
+
 static int64_t batches_per_epoch(const RtFeed *f) { return f->stream ? f->st.windows : f->b.batches; }
 
 int rt_train(RtSession *s) {
@@ -445,6 +471,7 @@ int rt_train(RtSession *s) {
     FILE *hist = NULL;
     double *run = NULL, *vals = NULL;
     if (!rt_feed_open(s, path, true, false, &train)) goto done;
+    if (!s->o.resume && !s->o.weights && !load_vectors(s)) goto done;
     if (s->o.no_validation) vpath = NULL;
     bool validation = !s->o.no_validation && (vpath || s->o.validate > 0 || (m->recipe.validate > 0 && !s->o.validate_path));
     if (validation && !rt_feed_open(s, vpath ? vpath : path, false, !vpath, &val)) goto done;

@@ -11,7 +11,7 @@
 #include "init.h"
 #include "rng.h"
 
-/* Fields on one manifest line: the longest, `param`, has 17. */
+/* Fields on one manifest line: the longest, `param`, has 18. */
 #define MAX_FIELDS 24
 
 typedef struct Reader {
@@ -195,7 +195,7 @@ static void variant(Reader *r, RtVariant *v) {
             memset(&(*list)[*n], 0, sizeof **list);
             tensor_at(r, 1, true, &(*list)[(*n)++]);
         } else if (strcmp(k, "param") == 0) {
-            if (!expect(r, k, 17)) return;
+            if (!expect(r, k, 18)) return;
             v->params = grow(r, v->params, v->nparams, sizeof *v->params);
             if (r->failed) return;
             RtParam *p = &v->params[v->nparams++];
@@ -209,6 +209,7 @@ static void variant(Reader *r, RtVariant *v) {
             p->args[0] = num_at(r, 14);
             p->args[1] = num_at(r, 15);
             p->units = int_at(r, 16);
+            p->vectors = str_at(r, 17);
         } else if (strcmp(k, "update") == 0) {
             if (!expect(r, k, 5)) return;
             v->updates = grow(r, v->updates, v->nupdates, sizeof *v->updates);
@@ -320,6 +321,7 @@ static void free_variant(RtVariant *v) {
     for (int i = 0; i < v->nparams; i++) {
         free(v->params[i].t.name);
         free(v->params[i].init);
+        free(v->params[i].vectors);
     }
     for (int i = 0; i < v->nmetrics; i++) free(v->metrics[i].name);
     free(v->output.name);

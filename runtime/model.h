@@ -21,7 +21,7 @@
  *     data KIND PATH PATH2 word lower letters pad_post truncate_post column header
  *     variant NAME batch slab nodes forward loss
  *     input|target NAME DTYPE batched rank d0 d1 d2 d3 at
- *     param NAME DTYPE rank d0 d1 d2 d3 at grad slot0 slot1 trainable INIT a0 a1 units
+ *     param NAME DTYPE rank d0 d1 d2 d3 at grad slot0 slot1 trainable INIT a0 a1 units VECTORS
  *     update var value bytes state(0|1)
  *     metric NAME at
  *     output NAME DTYPE batched rank d0 d1 d2 d3 at
@@ -70,6 +70,7 @@ typedef struct RtParam {
     char *init;             /* an initializer's name (init.h) */
     double args[2];
     int64_t units;
+    char *vectors;          /* a word-vector file for the rows the vocabulary knows, or NULL */
 } RtParam;
 
 typedef struct RtUpdate {

@@ -274,6 +274,55 @@ START_TEST(text_model) {
 }
 END_TEST
 
+/* Pretrained, frozen word vectors: the rows of known tokens start from the
+ * file and stay; the summary counts the table as non-trainable. */
+START_TEST(pretrained_vectors) {
+    const char *seqc = env("SEQC_EXE");
+    FILE *f;
+    char path[512];
+    snprintf(path, sizeof path, "%s/words.txt", dir);
+    ck_assert_ptr_nonnull(f = fopen(path, "w"));
+    for (int i = 0; i < 50; i++) fputs("the cat sat on the mat and the dog sat on the log\n", f);
+    fclose(f);
+    write_file("vec.txt", "2 3\ncat 0.5 -0.25 2\nzebra 9 9 9\n");
+    write_file("w.seq", "model w {\n  input c: i32[4]\n  target n: i32[]\n"
+                        "  e = embedding(c, vocab: 12, dim: 3, vectors: \"vec.txt\", trainable: false)\n"
+                        "  h = rnn(e, units: 4)\n  p = dense(h, units: 12, activation: softmax)\n"
+                        "  loss sparse_categorical_crossentropy(p, n)\n}\n"
+                        "train {\n  batch 8\n  epochs 2\n  data text(\"words.txt\", level: word)\n}\n");
+    ck_assert_msg(sh("'%s' summary w.seq", seqc) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "Non-trainable params: 36") != NULL, "%s", out);
+    ck_assert_msg(sh("'%s' run w.seq train", seqc) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "e.embeddings: 1 of 8 tokens from") != NULL, "%s", out);
+    ck_assert_msg(sh("'%s' run w.seq embeddings | grep '^cat'", seqc) == 0, "%s", out);
+    ck_assert_str_eq(out, "cat\t0.5\t-0.25\t2\n");
+    /* Vectors of another width: the file and line are named. */
+    write_file("vec.txt", "cat 0.5 -0.25\n");
+    ck_assert_int_eq(sh("'%s' run w.seq train --quiet", seqc), 1);
+    ck_assert_msg(strstr(out, "vec.txt") != NULL, "%s", out);
+}
+END_TEST
+
+/* A model calling a function of the user's shared library: the executable
+ * links the library and trains the JIT's weights. */
+START_TEST(extern_in_executable) {
+    const char *seqc = env("SEQC_EXE");
+    char text[2048];
+    snprintf(text, sizeof text,
+             "extern swish(x) from \"%s\" grad swish_grad\n"
+             "model alarm {\n  input x: f32[20, 1]\n  target y: f32[20, 1]\n"
+             "  h = rnn(x, units: 8, sequences: true, activation: swish)\n"
+             "  p = dense(h, units: 1, activation: sigmoid)\n  loss binary_crossentropy(p, y)\n}\n"
+             "train {\n  batch 100\n}\n", env("SEQC_EXTERN_LIB"));
+    write_file("ext.seq", text);
+    ck_assert_msg(sh("'%s' compile ext.seq -o ext_exe", seqc) == 0, "%s", out);
+    ck_assert_msg(sh("./ext_exe train " ALARM_DATA " --epochs 2 --quiet --checkpoint aot.safetensors") == 0, "%s", out);
+    ck_assert_msg(sh("'%s' run ext.seq train " ALARM_DATA " --epochs 2 --quiet --checkpoint jit.safetensors", seqc) == 0,
+                  "%s", out);
+    ck_assert(same_file("aot.safetensors", "jit.safetensors"));
+}
+END_TEST
+
 /* --emit=lib: a C program predicts what the executable predicts. */
 START_TEST(library_api) {
     const char *seqc = env("SEQC_EXE");
@@ -308,6 +357,8 @@ int main(void) {
     tcase_add_test(t, non_finite_stops);
     tcase_add_test(t, bad_inputs);
     tcase_add_test(t, text_model);
+    tcase_add_test(t, pretrained_vectors);
+    tcase_add_test(t, extern_in_executable);
     tcase_add_test(t, library_api);
     suite_add_tcase(s, t);
     SRunner *r = srunner_create(s);
