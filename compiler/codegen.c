@@ -566,6 +566,33 @@ static LLVMValueRef lower_node(Cg *cg, int gi, const Node *n) {
     return cg->fn;
 }
 
+/* Consecutive elementwise nodes of one type from node i: one loop for all
+ * of them. A chain stops at the end of the forward pass, where a
+ * forward-only call (upto) stops. */
+static int chain_length(const Graph *g, int i) {
+    const Node *first = g->nodes.items[i];
+    if (!cg_is_map(first)) return 1;
+    int len = 1;
+    while (i + len < g->nodes.len && i + len != g->nforward) {
+        const Node *n = g->nodes.items[i + len];
+        if (!cg_is_map(n) || !type_equal(&n->type, &first->type)) break;
+        len++;
+    }
+    return len;
+}
+
+static LLVMValueRef lower_chain(Cg *cg, int gi, const Graph *g, int i, int len) {
+    char name[96];
+    const Node *first = g->nodes.items[i];
+    snprintf(name, sizeof name, "g%d.n%d.chain%d", gi, first->id, len);
+    fn_begin(cg, name, cg->t_node, false);
+    unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+    LLVMAddAttributeAtIndex(cg->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, noinline, 0));
+    cg_emit_map_chain(cg, (const Node *const *)&g->nodes.items[i], len);
+    fn_end(cg);
+    return cg->fn;
+}
+
 static void lower_graph(Cg *cg, const Graph *g) {
     int gi = graph_index(cg, g);
     if (gi < 0) {
@@ -577,7 +604,11 @@ static void lower_graph(Cg *cg, const Graph *g) {
         cg_fail(cg, NULL, "out of memory");
         return;
     }
-    for (int i = 0; i < g->nodes.len && !cg->error; i++) cg->fns[gi][i] = lower_node(cg, gi, g->nodes.items[i]);
+    for (int i = 0; i < g->nodes.len && !cg->error; i++) {
+        int len = chain_length(g, i);
+        cg->fns[gi][i] = len > 1 ? lower_chain(cg, gi, g, i, len) : lower_node(cg, gi, g->nodes.items[i]);
+        i += len - 1; /* the chain's other nodes have no function of their own */
+    }
 }
 
 /* void <name>(ptr slab, i32 training, i64 dropout_seed, i32 upto): the model's

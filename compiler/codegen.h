@@ -273,18 +273,23 @@ LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, LLVMRelocMode reloc, LLV
 
 /* codegen_gemm.c: C(i, j) = sum over p of A(i, p) B(p, j) for i < M, j < N,
  * all f32 in memory: A(i, p) at a[i * a_si + p * a_sp], B(p, j) at
- * b[p * b_sp + j], C(i, j) written to c[i * c_si + j]. Each sum runs over p
- * in order in double and is rounded once, as the interpreter's. */
+ * b[p * b_sp + j], C(i, j) written to c[i * c_si + j]. Each sum is a float
+ * taking its terms over p in order, one fused multiply-add each. */
 typedef struct CgGemm {
     int64_t M, N, P;
     LLVMValueRef a, b, c;
     int64_t a_si, a_sp, b_sp, c_si;
-    bool exact;
 } CgGemm;
 void cg_gemm(Cg *cg, const CgGemm *g);
+/* acc + a * b rounded once (llvm.fma), scalars or vectors of one float type. */
+LLVMValueRef cg_fma(Cg *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc);
 
 /* codegen_ops.c: the body of a node's function, for every op but SCAN. */
 void cg_emit_op(Cg *cg, const Node *n);
+/* An f32 elementwise node (the ops of emit_map), which a chain may hold. */
+bool cg_is_map(const Node *n);
+/* Nodes of one type, each cg_is_map, in graph order: one loop computing all. */
+void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len);
 /* codegen_ops.c: the extern functions g calls (scan bodies included), each
  * symbol once, as a malloc'd array; false when out of memory. */
 bool cg_collect_externs(const Graph *g, CgExternSymbol **out, int *n);

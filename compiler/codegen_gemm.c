@@ -3,58 +3,26 @@
  * Every op that multiplies matrices (MATMUL, and the gradients MATMUL_T and
  * MATMUL_W) is one of these with its own strides. The tile keeps MR rows by
  * NV vectors of C in registers while p runs, so each B vector loaded serves
- * MR rows and each A value broadcast serves NV vectors. Vectors run across j,
- * never across p: each C(i, j) takes its terms for p = 0, 1, ... in order.
+ * MR rows and each A value broadcast serves NV vectors.
  *
- * Precision (CgGemm.exact): exact sums are the interpreter's bit for bit:
- * a double that starts at 0, takes each A(i, p) * B(p, j) (both widened,
- * multiplied, then added) and is rounded to f32 once. Fast sums keep f32
- * accumulators and fused multiply-adds: twice the lanes per register and one
- * instruction per term. Every op asks for exact sums today; fast sums pass
- * the differential tests but one (wordlm's GRU bias gradient, 1.3 times the
- * tolerance), so they wait for a tolerance argued from the error bound. */
+ * Precision: each C(i, j) is a float that starts at 0 and takes A(i, p) *
+ * B(p, j) for p = 0, 1, ... in order, each with one fused multiply-add (one
+ * rounding). Vectors run across j, never across p, so no sum is reordered
+ * and the interpreter's PREC_F32 rule (interp.c, `mac`) is matched bit for
+ * bit. */
 #define SEQC_CODEGEN_INTERNAL
 #include "codegen.h"
 
+/* Lanes of a vector: one AVX-512 register of floats. */
+#define LANES 16
 /* The tile: MR rows by NV vectors, MR * NV accumulators of the 32 registers. */
 #define MR 4
 #define NV 2
 
-typedef struct Kind {
-    int lanes;              /* of a full vector */
-    LLVMTypeRef acc;        /* the accumulator's element type */
-    bool exact;
-} Kind;
-
 static LLVMTypeRef vec(LLVMTypeRef t, int lanes) { return lanes == 1 ? t : LLVMVectorType(t, (unsigned)lanes); }
 
-static LLVMValueRef widen(Cg *cg, const Kind *k, LLVMValueRef v, int lanes) {
-    return k->exact ? LLVMBuildFPExt(cg->b, v, vec(cg->t_f64, lanes), "") : v;
-}
-
-/* A(i, p), `lanes` copies of it when lanes > 1. */
-static LLVMValueRef a_value(Cg *cg, const Kind *k, const CgGemm *g, LLVMValueRef i, LLVMValueRef p, int lanes) {
-    LLVMValueRef idx = LLVMBuildAdd(cg->b, cg_mul(cg, i, g->a_si), cg_mul(cg, p, g->a_sp), "");
-    LLVMValueRef a = widen(cg, k, cg_load(cg, cg->t_f32, g->a, idx), 1);
-    if (lanes == 1) return a;
-    LLVMTypeRef vt = vec(k->acc, lanes);
-    LLVMValueRef one = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), a, LLVMConstInt(cg->t_i32, 0, false), "");
-    LLVMValueRef mask = LLVMConstNull(vec(cg->t_i32, lanes));
-    return LLVMBuildShuffleVector(cg->b, one, LLVMGetPoison(vt), mask, "");
-}
-
-/* B(p, j .. j + lanes). */
-static LLVMValueRef b_value(Cg *cg, const Kind *k, const CgGemm *g, LLVMValueRef p, LLVMValueRef j, int lanes) {
-    LLVMValueRef idx = LLVMBuildAdd(cg->b, cg_mul(cg, p, g->b_sp), j, "");
-    LLVMValueRef v = LLVMBuildLoad2(cg->b, vec(cg->t_f32, lanes), cg_gep(cg, cg->t_f32, g->b, idx), "");
-    LLVMSetAlignment(v, 4);
-    return widen(cg, k, v, lanes);
-}
-
-/* acc + a * b: two rounded operations when exact, one fused otherwise. */
-static LLVMValueRef mul_add(Cg *cg, const Kind *k, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b, int lanes) {
-    if (k->exact) return LLVMBuildFAdd(cg->b, acc, LLVMBuildFMul(cg->b, a, b, ""), "");
-    LLVMTypeRef t = vec(k->acc, lanes);
+LLVMValueRef cg_fma(Cg *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc) {
+    LLVMTypeRef t = LLVMTypeOf(acc);
     static unsigned fma_id;
     if (!fma_id) fma_id = LLVMLookupIntrinsicID("llvm.fma", 8);
     LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, fma_id, &t, 1);
@@ -63,10 +31,29 @@ static LLVMValueRef mul_add(Cg *cg, const Kind *k, LLVMValueRef acc, LLVMValueRe
     return LLVMBuildCall2(cg->b, LLVMFunctionType(t, params, 3, false), fn, args, 3, "");
 }
 
+/* A(i, p), `lanes` copies of it when lanes > 1. */
+static LLVMValueRef a_value(Cg *cg, const CgGemm *g, LLVMValueRef i, LLVMValueRef p, int lanes) {
+    LLVMValueRef idx = LLVMBuildAdd(cg->b, cg_mul(cg, i, g->a_si), cg_mul(cg, p, g->a_sp), "");
+    LLVMValueRef a = cg_load(cg, cg->t_f32, g->a, idx);
+    if (lanes == 1) return a;
+    LLVMTypeRef vt = vec(cg->t_f32, lanes);
+    LLVMValueRef one = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), a, LLVMConstInt(cg->t_i32, 0, false), "");
+    LLVMValueRef mask = LLVMConstNull(vec(cg->t_i32, lanes));
+    return LLVMBuildShuffleVector(cg->b, one, LLVMGetPoison(vt), mask, "");
+}
+
+/* B(p, j .. j + lanes). */
+static LLVMValueRef b_value(Cg *cg, const CgGemm *g, LLVMValueRef p, LLVMValueRef j, int lanes) {
+    LLVMValueRef idx = LLVMBuildAdd(cg->b, cg_mul(cg, p, g->b_sp), j, "");
+    LLVMValueRef v = LLVMBuildLoad2(cg->b, vec(cg->t_f32, lanes), cg_gep(cg, cg->t_f32, g->b, idx), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
 /* C(i0 .. i0 + mr, j0 .. j0 + nv * lanes): the accumulators live in locals
  * that the optimizer keeps in registers. */
-static void tile(Cg *cg, const Kind *k, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes) {
-    LLVMTypeRef at = vec(k->acc, lanes);
+static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes) {
+    LLVMTypeRef at = vec(cg->t_f32, lanes);
     LLVMValueRef acc[MR][NV], is[MR], js[NV];
     for (int r = 0; r < mr; r++) is[r] = LLVMBuildAdd(cg->b, i0, cg_i64(cg, r), "");
     for (int v = 0; v < nv; v++) js[v] = LLVMBuildAdd(cg->b, j0, cg_i64(cg, (int64_t)v * lanes), "");
@@ -74,16 +61,15 @@ static void tile(Cg *cg, const Kind *k, const CgGemm *g, LLVMValueRef i0, LLVMVa
         for (int v = 0; v < nv; v++) acc[r][v] = cg_local(cg, at, LLVMConstNull(at));
     CgLoop lp = cg_loop_begin(cg, g->P);
     LLVMValueRef bv[NV];
-    for (int v = 0; v < nv; v++) bv[v] = b_value(cg, k, g, lp.i, js[v], lanes);
+    for (int v = 0; v < nv; v++) bv[v] = b_value(cg, g, lp.i, js[v], lanes);
     for (int r = 0; r < mr; r++) {
-        LLVMValueRef a = a_value(cg, k, g, is[r], lp.i, lanes);
-        for (int v = 0; v < nv; v++) cg_set(cg, acc[r][v], mul_add(cg, k, cg_get(cg, at, acc[r][v]), a, bv[v], lanes));
+        LLVMValueRef a = a_value(cg, g, is[r], lp.i, lanes);
+        for (int v = 0; v < nv; v++) cg_set(cg, acc[r][v], cg_fma(cg, a, bv[v], cg_get(cg, at, acc[r][v])));
     }
     cg_loop_end(cg, &lp);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
             LLVMValueRef out = cg_get(cg, at, acc[r][v]);
-            if (k->exact) out = LLVMBuildFPTrunc(cg->b, out, vec(cg->t_f32, lanes), "");
             LLVMValueRef idx = LLVMBuildAdd(cg->b, cg_mul(cg, is[r], g->c_si), js[v], "");
             LLVMValueRef st = LLVMBuildStore(cg->b, out, cg_gep(cg, cg->t_f32, g->c, idx));
             LLVMSetAlignment(st, 4);
@@ -92,16 +78,16 @@ static void tile(Cg *cg, const Kind *k, const CgGemm *g, LLVMValueRef i0, LLVMVa
 
 /* Every row for columns [j0, j0 + nv * lanes) (or single columns when
  * lanes is 1): MR-row tiles, then the rows left over one at a time. */
-static void column_block(Cg *cg, const Kind *k, const CgGemm *g, LLVMValueRef j0, int nv, int lanes) {
+static void column_block(Cg *cg, const CgGemm *g, LLVMValueRef j0, int nv, int lanes) {
     int64_t blocks = g->M / MR;
     if (blocks > 0) {
         CgLoop li = cg_loop_begin(cg, blocks);
-        tile(cg, k, g, cg_mul(cg, li.i, MR), j0, MR, nv, lanes);
+        tile(cg, g, cg_mul(cg, li.i, MR), j0, MR, nv, lanes);
         cg_loop_end(cg, &li);
     }
     if (g->M % MR) {
         CgLoop li = cg_loop_begin(cg, g->M % MR);
-        tile(cg, k, g, LLVMBuildAdd(cg->b, li.i, cg_i64(cg, blocks * MR), ""), j0, 1, nv, lanes);
+        tile(cg, g, LLVMBuildAdd(cg->b, li.i, cg_i64(cg, blocks * MR), ""), j0, 1, nv, lanes);
         cg_loop_end(cg, &li);
     }
 }
@@ -112,8 +98,7 @@ static void column_block(Cg *cg, const Kind *k, const CgGemm *g, LLVMValueRef j0
 #define MAX_PANEL_BYTES (512 * 1024)
 
 void cg_gemm(Cg *cg, const CgGemm *g) {
-    Kind k = g->exact ? (Kind){8, cg->t_f64, true} : (Kind){16, cg->t_f32, false};
-    int64_t wide = (int64_t)k.lanes * NV, nwide = g->N / wide;
+    int64_t wide = (int64_t)LANES * NV, nwide = g->N / wide;
     /* Whole tiles, column panel by column panel: the panel is read by every row. */
     if (nwide > 0) {
         bool pack = g->P * wide * 4 <= MAX_PANEL_BYTES;
@@ -139,17 +124,17 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
             packed.b = panel;
             packed.b_sp = wide;
             packed.c = cg_gep(cg, cg->t_f32, g->c, j0);
-            column_block(cg, &k, &packed, cg_i64(cg, 0), NV, k.lanes);
+            column_block(cg, &packed, cg_i64(cg, 0), NV, LANES);
         } else {
-            column_block(cg, &k, g, j0, NV, k.lanes);
+            column_block(cg, g, j0, NV, LANES);
         }
         cg_loop_end(cg, &lj);
     }
     int64_t j = nwide * wide;
-    for (; j + k.lanes <= g->N; j += k.lanes) column_block(cg, &k, g, cg_i64(cg, j), 1, k.lanes);
+    for (; j + LANES <= g->N; j += LANES) column_block(cg, g, cg_i64(cg, j), 1, LANES);
     if (j < g->N) {
         CgLoop lj = cg_loop_begin(cg, g->N - j);
-        column_block(cg, &k, g, LLVMBuildAdd(cg->b, lj.i, cg_i64(cg, j), ""), 1, 1);
+        column_block(cg, g, LLVMBuildAdd(cg->b, lj.i, cg_i64(cg, j), ""), 1, 1);
         cg_loop_end(cg, &lj);
     }
 }

@@ -42,6 +42,12 @@ static void accumulate(Cg *cg, LLVMTypeRef t, LLVMValueRef acc, LLVMValueRef v) 
     cg_set(cg, acc, fadd(cg, cg_get(cg, t, acc), v));
 }
 
+/* One term of a matrix product: acc = fma(a, b, acc) in f32, the rule of
+ * codegen_gemm.c for the layouts it does not take. */
+static void mac(Cg *cg, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b) {
+    cg_set(cg, acc, cg_fma(cg, a, b, cg_get(cg, cg->t_f32, acc)));
+}
+
 /* An id stored in an i32 (or f32) value, as i64; traps outside [0, bound). */
 static LLVMValueRef checked_id(Cg *cg, const Node *ids, LLVMValueRef p, LLVMValueRef idx, int64_t bound) {
     LLVMValueRef id;
@@ -230,21 +236,20 @@ static void emit_matmul(Cg *cg, const Node *n) {
     if (x->type.batched == n->type.batched && x->type.dtype == DT_F32) {
         /* The batch and the leading axes are one run of rows. */
         CgGemm gm = {.M = nex(cg, n) * rows, .N = N, .P = K, .a = cg_base(cg, x), .b = cg_base(cg, w),
-                     .c = cg_base(cg, n), .a_si = K, .a_sp = 1, .b_sp = N, .c_si = N, .exact = true};
+                     .c = cg_base(cg, n), .a_si = K, .a_sp = 1, .b_sp = N, .c_si = N};
         cg_gemm(cg, &gm);
         return;
     }
-    LLVMValueRef acc = cg_local(cg, cg->t_f64, NULL), wp = cg_base(cg, w);
+    LLVMValueRef acc = cg_local(cg, cg->t_f32, NULL), wp = cg_base(cg, w);
     CgLoop lb = cg_loop_begin(cg, nex(cg, n));
     LLVMValueRef xp = cg_ex(cg, x, lb.i), op = cg_ex(cg, n, lb.i);
     CgLoop lr = cg_loop_begin(cg, rows);
     CgLoop lj = cg_loop_begin(cg, N);
-    cg_set(cg, acc, cg_f64(cg, 0));
+    cg_set(cg, acc, cg_f32(cg, 0));
     CgLoop lk = cg_loop_begin(cg, K);
-    accumulate(cg, cg->t_f64, acc,
-               fmul(cg, cg_loadd(cg, x, xp, cg_mad(cg, lr.i, K, lk.i)), cg_loadd(cg, w, wp, cg_mad(cg, lk.i, N, lj.i))));
+    mac(cg, acc, cg_loadf(cg, x, xp, cg_mad(cg, lr.i, K, lk.i)), cg_loadf(cg, w, wp, cg_mad(cg, lk.i, N, lj.i)));
     cg_loop_end(cg, &lk);
-    cg_stored_as_f32(cg, op, cg_mad(cg, lr.i, N, lj.i), cg_get(cg, cg->t_f64, acc));
+    cg_storef(cg, op, cg_mad(cg, lr.i, N, lj.i), cg_get(cg, cg->t_f32, acc));
     cg_loop_end(cg, &lj);
     cg_loop_end(cg, &lr);
     cg_loop_end(cg, &lb);
@@ -703,21 +708,20 @@ static void emit_matmul_t(Cg *cg, const Node *n) {
         cg_loop_end(cg, &lj);
         cg_loop_end(cg, &lk);
         CgGemm gm = {.M = nex(cg, n) * rows, .N = K, .P = N, .a = cg_base(cg, dy), .b = wt, .c = cg_base(cg, n),
-                     .a_si = N, .a_sp = 1, .b_sp = K, .c_si = K, .exact = true};
+                     .a_si = N, .a_sp = 1, .b_sp = K, .c_si = K};
         cg_gemm(cg, &gm);
         return;
     }
-    LLVMValueRef acc = cg_local(cg, cg->t_f64, NULL), wp = cg_base(cg, w);
+    LLVMValueRef acc = cg_local(cg, cg->t_f32, NULL), wp = cg_base(cg, w);
     CgLoop lb = cg_loop_begin(cg, nex(cg, n));
     LLVMValueRef dp = cg_ex(cg, dy, lb.i), op = cg_ex(cg, n, lb.i);
     CgLoop lr = cg_loop_begin(cg, rows);
     CgLoop lk = cg_loop_begin(cg, K);
-    cg_set(cg, acc, cg_f64(cg, 0));
+    cg_set(cg, acc, cg_f32(cg, 0));
     CgLoop lj = cg_loop_begin(cg, N);
-    accumulate(cg, cg->t_f64, acc,
-               fmul(cg, cg_loadd(cg, dy, dp, cg_mad(cg, lr.i, N, lj.i)), cg_loadd(cg, w, wp, cg_mad(cg, lk.i, N, lj.i))));
+    mac(cg, acc, cg_loadf(cg, dy, dp, cg_mad(cg, lr.i, N, lj.i)), cg_loadf(cg, w, wp, cg_mad(cg, lk.i, N, lj.i)));
     cg_loop_end(cg, &lj);
-    cg_stored_as_f32(cg, op, cg_mad(cg, lr.i, K, lk.i), cg_get(cg, cg->t_f64, acc));
+    cg_storef(cg, op, cg_mad(cg, lr.i, K, lk.i), cg_get(cg, cg->t_f32, acc));
     cg_loop_end(cg, &lk);
     cg_loop_end(cg, &lr);
     cg_loop_end(cg, &lb);
@@ -736,22 +740,21 @@ static void emit_matmul_w(Cg *cg, const Node *n) {
     if (x->type.batched == dy->type.batched && x->type.dtype == DT_F32 && dy->type.dtype == DT_F32) {
         /* The sum runs over every row of the batch in (b, r) order: one run of rows. */
         CgGemm gm = {.M = K, .N = N, .P = nb * rows, .a = cg_base(cg, x), .b = cg_base(cg, dy), .c = cg_base(cg, n),
-                     .a_si = 1, .a_sp = K, .b_sp = N, .c_si = N, .exact = true};
+                     .a_si = 1, .a_sp = K, .b_sp = N, .c_si = N};
         cg_gemm(cg, &gm);
         return;
     }
-    LLVMValueRef acc = cg_local(cg, cg->t_f64, NULL), op = cg_base(cg, n);
+    LLVMValueRef acc = cg_local(cg, cg->t_f32, NULL), op = cg_base(cg, n);
     CgLoop lk = cg_loop_begin(cg, K);
     CgLoop lj = cg_loop_begin(cg, N);
-    cg_set(cg, acc, cg_f64(cg, 0));
+    cg_set(cg, acc, cg_f32(cg, 0));
     CgLoop lb = cg_loop_begin(cg, nb);
     LLVMValueRef xp = cg_ex(cg, x, lb.i), dp = cg_ex(cg, dy, lb.i);
     CgLoop lr = cg_loop_begin(cg, rows);
-    accumulate(cg, cg->t_f64, acc,
-               fmul(cg, cg_loadd(cg, x, xp, cg_mad(cg, lr.i, K, lk.i)), cg_loadd(cg, dy, dp, cg_mad(cg, lr.i, N, lj.i))));
+    mac(cg, acc, cg_loadf(cg, x, xp, cg_mad(cg, lr.i, K, lk.i)), cg_loadf(cg, dy, dp, cg_mad(cg, lr.i, N, lj.i)));
     cg_loop_end(cg, &lr);
     cg_loop_end(cg, &lb);
-    cg_stored_as_f32(cg, op, cg_mad(cg, lk.i, N, lj.i), cg_get(cg, cg->t_f64, acc));
+    cg_storef(cg, op, cg_mad(cg, lk.i, N, lj.i), cg_get(cg, cg->t_f32, acc));
     cg_loop_end(cg, &lj);
     cg_loop_end(cg, &lk);
 }
@@ -1053,6 +1056,116 @@ static void emit_loss_grad(Cg *cg, const Node *n) {
     }
     cg_loop_end(cg, &li);
     cg_loop_end(cg, &lb);
+}
+
+/* ---- fused elementwise chains ----------------------------------------------------- */
+
+/* The scalar rule of an elementwise op and its operands; NULL for other ops. */
+static MapFn map_fn(const Node *n, int *nops, const Node *ops[4]) {
+    switch (n->op) {
+    case OP_NEG: case OP_TANH: case OP_SIGMOID: case OP_HARD_SIGMOID: case OP_RELU: case OP_EXP: case OP_LOG:
+    case OP_RSQRT: *nops = 1; ops[0] = n->in[0]; return unary;
+    case OP_EXTERN: *nops = 1; ops[0] = n->in[0]; return call_extern;
+    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV:
+        *nops = 2;
+        ops[0] = n->in[0];
+        ops[1] = n->in[1];
+        return binary;
+    case OP_NONZERO: *nops = 1; ops[0] = n->in[0]; return nonzero;
+    case OP_ACT_GRAD:
+        if (!type_equal(&n->in[0]->type, &n->type)) return NULL;
+        *nops = 3;
+        for (int k = 0; k < 3; k++) ops[k] = n->in[k];
+        return act_grad;
+    default: return NULL;
+    }
+}
+
+bool cg_is_map(const Node *n) {
+    int nops;
+    const Node *ops[4];
+    return n->type.dtype == DT_F32 && map_fn(n, &nops, ops) != NULL;
+}
+
+/* Elementwise nodes of one type, in graph order, as one loop: each element
+ * of every node is computed from registers where its operand is an earlier
+ * node of the chain, and stored (later nodes and the backward pass read
+ * them). The arithmetic is each node's own, so results equal the unfused. */
+void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
+    const Node *first = chain[0];
+    const Type *t = &first->type;
+    int r = t->rank;
+    enum { MAX_OPS = 4 };
+    int64_t (*stride)[MAX_OPS][SEQC_MAX_RANK] = calloc((size_t)len, sizeof *stride);
+    int (*inner)[MAX_OPS] = calloc((size_t)len, sizeof *inner); /* chain index + 1 of an operand, or 0 */
+    LLVMValueRef *vals = calloc((size_t)len, sizeof *vals);
+    if (!stride || !inner || !vals) {
+        cg_fail(cg, first, "out of memory");
+        goto done;
+    }
+    for (int m = 0; m < len; m++) {
+        const Node *n = chain[m], *ops[MAX_OPS];
+        int nops;
+        if (!type_equal(&n->type, t) || !map_fn(n, &nops, ops)) {
+            cg_fail(cg, n, "not an elementwise node of the chain's type");
+            goto done;
+        }
+        for (int k = 0; k < nops; k++) {
+            for (int q = 0; q < m; q++)
+                if (chain[q] == ops[k]) inner[m][k] = q + 1;
+            if (inner[m][k]) continue;
+            if (!bcast_strides(t, &ops[k]->type, stride[m][k]) || (ops[k]->type.batched && !t->batched)) {
+                cg_fail(cg, n, "input %d does not broadcast to the result", k);
+                goto done;
+            }
+        }
+    }
+    CgLoop lb = cg_loop_begin(cg, nex(cg, first));
+    LLVMValueRef *outs = calloc((size_t)len, sizeof *outs), (*base)[MAX_OPS] = calloc((size_t)len, sizeof *base);
+    if (!outs || !base) {
+        free(outs);
+        free(base);
+        cg_fail(cg, first, "out of memory");
+        goto done;
+    }
+    for (int m = 0; m < len; m++) {
+        const Node *ops[MAX_OPS];
+        int nops;
+        map_fn(chain[m], &nops, ops);
+        outs[m] = cg_ex(cg, chain[m], lb.i);
+        for (int k = 0; k < nops; k++)
+            if (!inner[m][k]) base[m][k] = cg_ex(cg, ops[k], lb.i);
+    }
+    CgLoop l[SEQC_MAX_RANK];
+    for (int d = 0; d < r; d++) l[d] = cg_loop_begin(cg, t->dims[d]);
+    LLVMValueRef oi = cg_i64(cg, 0);
+    for (int d = 0; d < r; d++) oi = cg_mad(cg, oi, t->dims[d], l[d].i);
+    for (int m = 0; m < len; m++) {
+        const Node *n = chain[m], *ops[MAX_OPS];
+        int nops;
+        MapFn f = map_fn(n, &nops, ops);
+        LLVMValueRef v[MAX_OPS];
+        for (int k = 0; k < nops; k++) {
+            if (inner[m][k]) {
+                v[k] = vals[inner[m][k] - 1];
+                continue;
+            }
+            LLVMValueRef idx = cg_i64(cg, 0);
+            for (int d = 0; d < r; d++)
+                if (stride[m][k][d]) idx = cg_add(cg, idx, cg_mul(cg, l[d].i, stride[m][k][d]));
+            v[k] = cg_loadf(cg, ops[k], base[m][k], idx);
+        }
+        vals[m] = f(cg, n, v);
+        cg_storef(cg, outs[m], oi, vals[m]);
+    }
+    for (int d = r - 1; d >= 0; d--) cg_loop_end(cg, &l[d]);
+    cg_loop_end(cg, &lb);
+    free(outs);
+    free(base);
+done:
+    free(stride);
+    free(inner);
+    free(vals);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------ */

@@ -20,7 +20,18 @@ typedef struct GradcheckOptions {
      * use it for edge cases such as fully masked sequences). */
     void (*adjust)(struct Interp *it, const Graph *g, void *ctx);
     void *ctx;
+    /* Take the reverse-mode gradient from the generated code (f32, through
+     * the LLVM JIT) instead of the interpreter; the finite differences stay
+     * the interpreter's in f64. Its arithmetic is f32, so the default
+     * threshold is GRADCHECK_GENERATED_THRESHOLD. */
+    bool generated;
 } GradcheckOptions;
+
+/* f32 gradients against f64 finite differences: a gradient summed in f32
+ * over hundreds of steps from terms much larger than itself (imdb_lstm_small's
+ * recurrent bias: 400 steps, error 1.2e-4 of the entry) keeps about three
+ * digits. A wrong rule misses by far more. */
+#define GRADCHECK_GENERATED_THRESHOLD 1e-3
 
 typedef struct GradcheckRow {
     const Node *param;
@@ -33,6 +44,7 @@ typedef struct GradcheckReport {
     int nrows;
     double loss, worst_rel;
     bool ok;
+    char *error;            /* malloc'd: the generated code could not be built (ok is false) */
 } GradcheckReport;
 
 void gradcheck_defaults(GradcheckOptions *o);

@@ -264,13 +264,37 @@ static double unary(const Node *n, double x) {
     }
 }
 
+/* In f32, the functions as the generated code computes them: libm's float
+ * functions and the same formulas, operation for operation, so both give the
+ * same bits (a relu or max downstream then takes the same branch). */
+static float unary_f32(const Node *n, float x) {
+    switch (n->op) {
+    case OP_NEG: return -x;
+    case OP_TANH: return tanhf(x);
+    case OP_SIGMOID: {
+        float e = expf(-fabsf(x)), d = 1.0f + e;
+        return x >= 0 ? 1.0f / d : e / d;
+    }
+    case OP_HARD_SIGMOID: {
+        float scaled = 0.2f * x, y = scaled + 0.5f;
+        return y < 0 ? 0.0f : y > 1 ? 1.0f : y;
+    }
+    case OP_RELU: return x < 0 ? 0.0f : x;
+    case OP_EXP: return expf(x);
+    case OP_LOG: return logf(x);
+    case OP_RSQRT: return 1.0f / sqrtf(x);
+    default: fail(n, "not an elementwise function");
+    }
+}
+
 /* x [...] -> [...] */
 static void ev_unary(Interp *it, Store *s, const Node *n) {
     const Node *x = n->in[0];
+    bool f32 = it->prec == PREC_F32;
     for (int64_t b = 0; b < nex(it, n); b++) {
         const double *xb = ex(s, x, b);
         double *o = ex(s, n, b);
-        for (int64_t i = 0; i < elems(n); i++) o[i] = unary(n, xb[i]);
+        for (int64_t i = 0; i < elems(n); i++) o[i] = f32 ? unary_f32(n, (float)xb[i]) : unary(n, xb[i]);
     }
 }
 
@@ -331,11 +355,19 @@ static void ev_softmax(Interp *it, Store *s, const Node *n) {
 }
 
 /* x [..., K] @ w [K, N] -> [..., N] */
+/* One term of a matrix product's sum: in f64, acc + a * b; in f32 the
+ * generated code's rule, a float accumulator taking each term with a fused
+ * multiply-add (one rounding per term), the terms in the same order. */
+static inline double mac(bool f32, double acc, double a, double b) {
+    return f32 ? (double)fmaf((float)a, (float)b, (float)acc) : acc + a * b;
+}
+
 static void ev_matmul(Interp *it, Store *s, const Node *n) {
     const Node *x = n->in[0], *w = n->in[1];
     if (w->type.batched || w->type.rank != 2) fail(n, "the right side is not a [K, N] matrix");
     int64_t K = w->type.dims[0], N = w->type.dims[1], rows = elems(x) / K;
     const double *wv = val(s, w);
+    bool f32 = it->prec == PREC_F32;
     for (int64_t b = 0; b < nex(it, n); b++)
         for (int64_t r = 0; r < rows; r++) {
             const double *xr = ex(s, x, b) + r * K;
@@ -345,7 +377,7 @@ static void ev_matmul(Interp *it, Store *s, const Node *n) {
             for (int64_t j = 0; j < N; j++) o[j] = 0;
             for (int64_t k = 0; k < K; k++) {
                 const double xk = xr[k], *restrict wk = wv + k * N;
-                for (int64_t j = 0; j < N; j++) o[j] += xk * wk[j];
+                for (int64_t j = 0; j < N; j++) o[j] = mac(f32, o[j], xk, wk[j]);
             }
         }
 }
@@ -826,11 +858,12 @@ static void ev_matmul_t(Interp *it, Store *s, const Node *n) {
     if (w->type.batched || w->type.rank != 2) fail(n, "the matrix is not [K, N]");
     int64_t K = w->type.dims[0], N = w->type.dims[1], rows = elems(dy) / N;
     const double *wv = val(s, w);
+    bool f32 = it->prec == PREC_F32;
     for (int64_t b = 0; b < nex(it, n); b++)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t k = 0; k < K; k++) {
                 double sum = 0;
-                for (int64_t j = 0; j < N; j++) sum += ex(s, dy, b)[r * N + j] * wv[k * N + j];
+                for (int64_t j = 0; j < N; j++) sum = mac(f32, sum, ex(s, dy, b)[r * N + j], wv[k * N + j]);
                 ex(s, n, b)[r * K + k] = sum;
             }
 }
@@ -842,6 +875,7 @@ static void ev_matmul_w(Interp *it, Store *s, const Node *n) {
     if (rows * N != elems(dy)) fail(n, "x and dy have different leading axes");
     int64_t nb = x->type.batched || dy->type.batched ? it->batch : 1;
     double *o = val(s, n);
+    bool f32 = it->prec == PREC_F32;
     /* Each o[k, j] sums its terms in the order (b, r) = (0, 0), (0, 1), ...;
      * the loops run in that order outermost so memory is read in order. */
     for (int64_t i = 0; i < K * N; i++) o[i] = 0;
@@ -851,7 +885,7 @@ static void ev_matmul_w(Interp *it, Store *s, const Node *n) {
             for (int64_t k = 0; k < K; k++) {
                 const double xk = xr[k];
                 double *restrict ok = o + k * N;
-                for (int64_t j = 0; j < N; j++) ok[j] += xk * dr[j];
+                for (int64_t j = 0; j < N; j++) ok[j] = mac(f32, ok[j], xk, dr[j]);
             }
         }
 }

@@ -7,7 +7,9 @@
  * of doubles, row-major, the batch axis first when the node is batched
  * (graph->batch examples), else just the per-example elements. i32 values are
  * doubles holding integers. In PREC_F32 the result of every op is rounded to
- * the nearest float (reductions accumulate in double, then round); the values
+ * the nearest float (reductions accumulate in double, then round, except the
+ * matrix products: a float per output takes each term with a fused
+ * multiply-add, in order, as the generated kernels do); the values
  * the caller writes (inputs, params, state variables) are used as written.
  *
  * Errors in the data (an id outside the vocabulary) and malformed graphs are

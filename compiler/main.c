@@ -104,15 +104,18 @@ static const char *const command_help[][2] = {
      "  --batch N        compile for this batch size (also passed to the command)\n"
      "  --bptt N         compile for this truncated backpropagation window\n"},
     {"gradcheck",
-     "usage: seqc gradcheck [--model NAME] [--batch N] [--seed S] [--samples N] FILE\n"
+     "usage: seqc gradcheck [--generated] [--model NAME] [--batch N] [--seed S] [--samples N] FILE\n"
      "\n"
      "Differentiates the model's loss (reverse mode, with the train block's truncated\n"
      "backpropagation) and compares the gradient of every trainable param with central\n"
      "finite differences, both computed by the reference interpreter in f64 on a random\n"
      "batch. Tensors of up to 64 entries are checked entry by entry, larger ones at\n"
      "sampled entries. Dropout masks are held fixed; batchnorm runs in training mode.\n"
-     "Prints a table and exits 1 if a relative error exceeds 1e-6.\n"
+     "Prints a table and exits 1 if a relative error exceeds 1e-6 (1e-2 when an extern\n"
+     "function, computing in f32, is differentiated).\n"
      "\n"
+     "  --generated      take the gradient from the generated code (LLVM JIT, f32) instead\n"
+     "                   of the interpreter; the threshold is then 1e-3\n"
      "  --batch N        examples in the random batch (default 2)\n"
      "  --seed S         seed for the params, the data, the masks and the sampled entries (default 1)\n"
      "  --samples N      entries checked in each large tensor (default 16)\n"
@@ -120,7 +123,7 @@ static const char *const command_help[][2] = {
 };
 
 typedef struct Options {
-    bool grad, text, time;
+    bool grad, text, time, generated;
     const char *model, *emit, *out;
     int64_t batch, bptt, seed, samples;
     const char *files[256];
@@ -143,6 +146,7 @@ static const OptionSpec option_specs[] = {
     {"--grad", "graph", OPT_FLAG, offsetof(Options, grad), 0, 0},
     {"--text", "graph", OPT_FLAG, offsetof(Options, text), 0, 0},
     {"--seed", "gradcheck", OPT_INT, offsetof(Options, seed), 0, LLONG_MAX},
+    {"--generated", "gradcheck", OPT_FLAG, offsetof(Options, generated), 0, 0},
     {"--samples", "gradcheck", OPT_INT, offsetof(Options, samples), 1, 1 << 30},
     {"--emit", "compile", OPT_STRING, offsetof(Options, emit), 0, 0},
     {"-o", "compile", OPT_STRING, offsetof(Options, out), 0, 0},
@@ -498,9 +502,11 @@ static int cmd_model(const Options *o, const char *cmd) {
                 gradcheck_defaults(&gc);
                 if (o->seed) gc.seed = (uint64_t)o->seed; /* 0 keeps the default */
                 if (o->samples) gc.samples = o->samples;
+                gc.generated = o->generated;
                 GradcheckReport rep;
                 gradcheck_run(m.graph, m.graph->nforward, &gc, &rep);
                 gradcheck_print(m.graph, &gc, &rep, stdout);
+                free(rep.error);
                 status = rep.ok ? 0 : 1;
             }
         } else if (strcmp(cmd, "summary") == 0) {

@@ -4,6 +4,8 @@
 #ifndef SEQC_TEST_MODELS_H
 #define SEQC_TEST_MODELS_H
 
+#include <stdlib.h>
+
 static const char *const op_models[] = {
     /* dense with each activation, on vectors and per step on sequences */
     "model m { input x: f32[3]  target y: f32[2]\n"
@@ -144,5 +146,22 @@ static const char *const rnn_models[] = {
     "  loss binary_crossentropy(p, y) }\n"
     "train { bptt 4 }",
 };
+
+/* Every example of examples/, the costliest last. */
+static const char *const example_names[] = {
+    "alarm", "forecast", "charlm", "wordlm", "imdb_flatten", "imdb_rnn", "imdb_lstm_small", "imdb_stack", "poet",
+    "imdb_rnn32", "imdb_lstm32", "imdb_lstm", "imdb_rnn64", "imdb_birnn", "imdb_bigru", "imdb_bilstm",
+};
+#define NEXAMPLE_NAMES ((int)(sizeof example_names / sizeof example_names[0]))
+/* Under the sanitizers (SEQC_QUICK_TESTS=1) the suites run the first nine:
+ * every layer, cell and option of the examples is in them (bidirectional
+ * layers in the recurrent test models); the rest repeat them at sizes that
+ * cost minutes in an instrumented interpreter. */
+#define NQUICK_EXAMPLES 9
+
+static inline int examples_to_run(void) {
+    const char *q = getenv("SEQC_QUICK_TESTS");
+    return q && q[0] == '1' ? NQUICK_EXAMPLES : NEXAMPLE_NAMES;
+}
 
 #endif

@@ -33,11 +33,7 @@ static const char *root(void) {
 }
 
 
-/* Every example of examples/. */
-static const char *const examples[] = {
-    "alarm", "forecast", "charlm", "wordlm", "imdb_flatten", "imdb_rnn", "imdb_lstm_small", "imdb_rnn32",
-    "imdb_lstm32", "imdb_lstm", "imdb_rnn64", "imdb_birnn", "imdb_bigru", "imdb_bilstm", "imdb_stack", "poet",
-};
+#define examples example_names
 
 /* Sequences longer than this run one example: the interpreter is slow on them. */
 #define LONG_SEQUENCE 500
@@ -733,14 +729,14 @@ int main(void) {
     suite_add_tcase(s, rnn);
     TCase *ex = tcase_create("examples");
     tcase_set_timeout(ex, 600);
-    tcase_add_loop_test(ex, examples_agree, 0, (int)(sizeof examples / sizeof examples[0]));
+    tcase_add_loop_test(ex, examples_agree, 0, examples_to_run());
     suite_add_tcase(s, ex);
     TCase *tr = tcase_create("training");
     tcase_set_timeout(tr, 600);
     tcase_add_test(tr, update_entry_and_slots);
     tcase_add_loop_test(tr, op_models_train, 0, (int)(sizeof trained_op_models / sizeof trained_op_models[0]) * NOPT);
     tcase_add_loop_test(tr, rnn_models_train, 0, (int)(sizeof rnn_models / sizeof rnn_models[0]));
-    tcase_add_loop_test(tr, examples_train, 0, (int)(sizeof examples / sizeof examples[0]));
+    tcase_add_loop_test(tr, examples_train, 0, examples_to_run());
     suite_add_tcase(s, tr);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
