@@ -84,7 +84,10 @@ static int64_t extra_bytes(int64_t batch, const Node *n) {
             bytes += align_up(4 * cg_size(batch, n->in[n->scan.nseq + i]));
         return bytes;
     }
-    if (n->op == OP_EMBED_GRAD) return 8 * type_elements(&n->type);
+    if (n->op == OP_EMBED_GRAD) { /* f64 accumulators, then the ids the last call wrote */
+        int64_t nb = n->in[0]->type.batched || n->in[1]->type.batched ? batch : 1;
+        return 8 * type_elements(&n->type) + 4 * nb * type_elements(&n->in[0]->type);
+    }
     if (n->op == OP_MATMUL_T) return 4 * type_elements(&n->in[1]->type); /* the matrix, transposed */
     return 0;
 }

@@ -17,7 +17,9 @@
  * f32 values are floats, i32 values int32. A scan also owns its carried states
  * and the f64 accumulators of a few reductions (`extra`). The caller writes
  * inputs, targets, params and state variables at their offsets; the entry
- * point writes everything else.
+ * point writes everything else. The slab starts zeroed: an embedding's
+ * gradient writes only the rows its ids name and relies on the others
+ * staying zero from one call to the next.
  *
  * Precision: elementwise math is f32 (libm's expf, logf, tanhf; no fast-math,
  * no FMA contraction). Reductions (matmul and its gradients, sums, means,

@@ -97,7 +97,7 @@ static void column_block(Cg *cg, const CgGemm *g, LLVMValueRef j0, int nv, int l
  * the panel is copied to the stack. */
 #define MAX_PANEL_BYTES (512 * 1024)
 
-void cg_gemm(Cg *cg, const CgGemm *g) {
+static void emit_gemm(Cg *cg, const CgGemm *g) {
     int64_t wide = (int64_t)LANES * NV, nwide = g->N / wide;
     /* Whole tiles, column panel by column panel: the panel is read by every row. */
     if (nwide > 0) {
@@ -137,4 +137,44 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
         column_block(cg, g, LLVMBuildAdd(cg->b, lj.i, cg_i64(cg, j), ""), 1, 1);
         cg_loop_end(cg, &lj);
     }
+}
+
+/* One function per shape and layout, shared by every product of the module
+ * that has them (a layer's forward, its recomputation in the backward scan,
+ * stacked layers of one size): the tiles are the bulk of the code, and O3's
+ * time grows with the code. */
+void cg_gemm(Cg *cg, const CgGemm *g) {
+    char name[192];
+    snprintf(name, sizeof name, "gemm.%lldx%lldx%lld.%lld.%lld.%lld.%lld", (long long)g->M, (long long)g->N,
+             (long long)g->P, (long long)g->a_si, (long long)g->a_sp, (long long)g->b_sp, (long long)g->c_si);
+    LLVMTypeRef params[3] = {cg->t_ptr, cg->t_ptr, cg->t_ptr};
+    LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 3, false);
+    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+    if (!fn) {
+        LLVMValueRef saved_fn = cg->fn;
+        LLVMBasicBlockRef saved_allocas = cg->allocas, here = LLVMGetInsertBlock(cg->b);
+        fn = LLVMAddFunction(cg->mod, name, ty);
+        LLVMSetLinkage(fn, LLVMInternalLinkage);
+        unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+        unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+        LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, noinline, 0));
+        LLVMAddAttributeAtIndex(fn, 3, LLVMCreateEnumAttribute(cg->ctx, noalias, 0)); /* C is its own buffer */
+        cg->fn = fn;
+        cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
+        LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(cg->ctx, fn, "start");
+        LLVMPositionBuilderAtEnd(cg->b, start);
+        CgGemm inner = *g;
+        inner.a = LLVMGetParam(fn, 0);
+        inner.b = LLVMGetParam(fn, 1);
+        inner.c = LLVMGetParam(fn, 2);
+        emit_gemm(cg, &inner);
+        LLVMBuildRetVoid(cg->b);
+        LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
+        LLVMBuildBr(cg->b, start);
+        cg->fn = saved_fn;
+        cg->allocas = saved_allocas;
+        LLVMPositionBuilderAtEnd(cg->b, here);
+    }
+    LLVMValueRef args[3] = {g->a, g->b, g->c};
+    LLVMBuildCall2(cg->b, ty, fn, args, 3, "");
 }

@@ -859,14 +859,32 @@ static void emit_embed_grad(Cg *cg, const Node *n) {
         cg_fail(cg, n, "the declared type is not an unbatched [V, D]");
         return;
     }
-    int64_t V = n->type.dims[0], D = n->type.dims[1], P = elems(ids);
+    int64_t V = n->type.dims[0], D = n->type.dims[1], P = elems(ids), nb = nex_any(cg, n);
     if (P * D != elems(dy)) {
         cg_fail(cg, n, "%lld ids for dy of %lld elements", (long long)P, (long long)elems(dy));
         return;
     }
+    /* Only the rows this batch's ids name are touched: the result's other
+     * rows are zero, and stay zero between calls because the rows the last
+     * call wrote (its ids, kept after the accumulators) are cleared first. */
     LLVMValueRef acc = cg_extra(cg, n), op = cg_base(cg, n);
-    LLVMBuildMemSet(cg->b, acc, LLVMConstInt(cg->t_i8, 0, false), cg_i64(cg, 8 * V * D), 8);
-    CgLoop lb = cg_loop_begin(cg, nex_any(cg, n));
+    LLVMValueRef last = cg_gep(cg, cg->t_i8, acc, cg_i64(cg, 8 * V * D)); /* i32 [nb * P] */
+    CgLoop lc = cg_loop_begin(cg, nb * P);
+    LLVMValueRef old_row = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lc.i), cg->t_i64, ""), D);
+    LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f32, op, old_row), LLVMConstInt(cg->t_i8, 0, false), cg_i64(cg, 4 * D), 4);
+    cg_loop_end(cg, &lc);
+    /* Pass 1: the accumulators of the named rows to zero (ids checked here). */
+    CgLoop lz = cg_loop_begin(cg, nb);
+    LLVMValueRef ipz = cg_ex(cg, ids, lz.i);
+    CgLoop lpz = cg_loop_begin(cg, P);
+    LLVMValueRef id = checked_id(cg, ids, ipz, lpz.i, V);
+    cg_store(cg, cg->t_i32, last, cg_mad(cg, lz.i, P, lpz.i), LLVMBuildTrunc(cg->b, id, cg->t_i32, ""));
+    LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f64, acc, cg_mul(cg, id, D)), LLVMConstInt(cg->t_i8, 0, false),
+                    cg_i64(cg, 8 * D), 8);
+    cg_loop_end(cg, &lpz);
+    cg_loop_end(cg, &lz);
+    /* Pass 2: dy added in, in (b, p) order, in double. */
+    CgLoop lb = cg_loop_begin(cg, nb);
     LLVMValueRef ip = cg_ex(cg, ids, lb.i), dp = cg_ex(cg, dy, lb.i);
     CgLoop lp = cg_loop_begin(cg, P);
     LLVMValueRef row = cg_mul(cg, checked_id(cg, ids, ip, lp.i, V), D);
@@ -877,9 +895,14 @@ static void emit_embed_grad(Cg *cg, const Node *n) {
     cg_loop_end(cg, &lj);
     cg_loop_end(cg, &lp);
     cg_loop_end(cg, &lb);
-    CgLoop l = cg_loop_begin(cg, V * D);
-    cg_stored_as_f32(cg, op, l.i, cg_load(cg, cg->t_f64, acc, l.i));
-    cg_loop_end(cg, &l);
+    /* Pass 3: the named rows rounded into the result. */
+    CgLoop lo = cg_loop_begin(cg, nb * P);
+    LLVMValueRef orow = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lo.i), cg->t_i64, ""), D);
+    CgLoop lk = cg_loop_begin(cg, D);
+    LLVMValueRef k = cg_add(cg, orow, lk.i);
+    cg_stored_as_f32(cg, op, k, cg_load(cg, cg->t_f64, acc, k));
+    cg_loop_end(cg, &lk);
+    cg_loop_end(cg, &lo);
 }
 
 /* SLICE_GRAD dy [..., len] -> [..., C] (dy at [start, start + len) of the last
