@@ -88,7 +88,6 @@ static int64_t extra_bytes(int64_t batch, const Node *n) {
         int64_t nb = n->in[0]->type.batched || n->in[1]->type.batched ? batch : 1;
         return 8 * type_elements(&n->type) + 4 * nb * type_elements(&n->in[0]->type);
     }
-    if (n->op == OP_MATMUL_T) return 4 * type_elements(&n->in[1]->type); /* the matrix, transposed */
     return 0;
 }
 

@@ -281,6 +281,7 @@ typedef struct CgGemm {
     int64_t M, N, P;
     LLVMValueRef a, b, c;
     int64_t a_si, a_sp, b_sp, c_si;
+    bool b_trans;           /* B(p, j) at b[j * b_sp + p] instead */
 } CgGemm;
 void cg_gemm(Cg *cg, const CgGemm *g);
 /* acc + a * b rounded once (llvm.fma), scalars or vectors of one float type. */

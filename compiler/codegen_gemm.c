@@ -42,9 +42,10 @@ static LLVMValueRef a_value(Cg *cg, const CgGemm *g, LLVMValueRef i, LLVMValueRe
     return LLVMBuildShuffleVector(cg->b, one, LLVMGetPoison(vt), mask, "");
 }
 
-/* B(p, j .. j + lanes). */
+/* B(p, j .. j + lanes); a transposed B one column at a time (lanes 1). */
 static LLVMValueRef b_value(Cg *cg, const CgGemm *g, LLVMValueRef p, LLVMValueRef j, int lanes) {
-    LLVMValueRef idx = LLVMBuildAdd(cg->b, cg_mul(cg, p, g->b_sp), j, "");
+    LLVMValueRef idx = g->b_trans ? LLVMBuildAdd(cg->b, cg_mul(cg, j, g->b_sp), p, "")
+                                  : LLVMBuildAdd(cg->b, cg_mul(cg, p, g->b_sp), j, "");
     LLVMValueRef v = LLVMBuildLoad2(cg->b, vec(cg->t_f32, lanes), cg_gep(cg, cg->t_f32, g->b, idx), "");
     LLVMSetAlignment(v, 4);
     return v;
@@ -99,9 +100,11 @@ static void column_block(Cg *cg, const CgGemm *g, LLVMValueRef j0, int nv, int l
 
 static void emit_gemm(Cg *cg, const CgGemm *g) {
     int64_t wide = (int64_t)LANES * NV, nwide = g->N / wide;
+    bool pack = g->P * wide * 4 <= MAX_PANEL_BYTES;
+    /* A transposed B is read in vectors only from a panel. */
+    if (g->b_trans && !pack) nwide = 0;
     /* Whole tiles, column panel by column panel: the panel is read by every row. */
     if (nwide > 0) {
-        bool pack = g->P * wide * 4 <= MAX_PANEL_BYTES;
         LLVMValueRef panel = NULL;
         if (pack) {
             LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
@@ -112,7 +115,16 @@ static void emit_gemm(Cg *cg, const CgGemm *g) {
         }
         CgLoop lj = cg_loop_begin(cg, nwide);
         LLVMValueRef j0 = cg_mul(cg, lj.i, wide);
-        if (pack) {
+        if (pack && g->b_trans) {
+            /* Column j0 + c of B is row j0 + c of the stored matrix: copied
+             * along it, into column c of the panel. */
+            CgLoop lc = cg_loop_begin(cg, wide);
+            LLVMValueRef src = cg_gep(cg, cg->t_f32, g->b, cg_mul(cg, cg_add(cg, j0, lc.i), g->b_sp));
+            CgLoop lp = cg_loop_begin(cg, g->P);
+            cg_store(cg, cg->t_f32, panel, cg_mad(cg, lp.i, wide, lc.i), cg_load(cg, cg->t_f32, src, lp.i));
+            cg_loop_end(cg, &lp);
+            cg_loop_end(cg, &lc);
+        } else if (pack) {
             CgLoop lp = cg_loop_begin(cg, g->P);
             LLVMTypeRef vt = vec(cg->t_f32, (int)wide);
             LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, cg_gep(cg, cg->t_f32, g->b, cg_mad(cg, lp.i, g->b_sp, j0)), "");
@@ -120,9 +132,12 @@ static void emit_gemm(Cg *cg, const CgGemm *g) {
             LLVMValueRef st = LLVMBuildStore(cg->b, v, cg_gep(cg, cg->t_f32, panel, cg_mul(cg, lp.i, wide)));
             LLVMSetAlignment(st, 64);
             cg_loop_end(cg, &lp);
+        }
+        if (pack) {
             CgGemm packed = *g;
             packed.b = panel;
             packed.b_sp = wide;
+            packed.b_trans = false;
             packed.c = cg_gep(cg, cg->t_f32, g->c, j0);
             column_block(cg, &packed, cg_i64(cg, 0), NV, LANES);
         } else {
@@ -131,7 +146,7 @@ static void emit_gemm(Cg *cg, const CgGemm *g) {
         cg_loop_end(cg, &lj);
     }
     int64_t j = nwide * wide;
-    for (; j + LANES <= g->N; j += LANES) column_block(cg, g, cg_i64(cg, j), 1, LANES);
+    for (; !g->b_trans && j + LANES <= g->N; j += LANES) column_block(cg, g, cg_i64(cg, j), 1, LANES);
     if (j < g->N) {
         CgLoop lj = cg_loop_begin(cg, g->N - j);
         column_block(cg, g, LLVMBuildAdd(cg->b, lj.i, cg_i64(cg, j), ""), 1, 1);
@@ -145,8 +160,9 @@ static void emit_gemm(Cg *cg, const CgGemm *g) {
  * time grows with the code. */
 void cg_gemm(Cg *cg, const CgGemm *g) {
     char name[192];
-    snprintf(name, sizeof name, "gemm.%lldx%lldx%lld.%lld.%lld.%lld.%lld", (long long)g->M, (long long)g->N,
-             (long long)g->P, (long long)g->a_si, (long long)g->a_sp, (long long)g->b_sp, (long long)g->c_si);
+    snprintf(name, sizeof name, "gemm.%lldx%lldx%lld.%lld.%lld.%lld%s.%lld", (long long)g->M, (long long)g->N,
+             (long long)g->P, (long long)g->a_si, (long long)g->a_sp, (long long)g->b_sp, g->b_trans ? "t" : "",
+             (long long)g->c_si);
     LLVMTypeRef params[3] = {cg->t_ptr, cg->t_ptr, cg->t_ptr};
     LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 3, false);
     LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);

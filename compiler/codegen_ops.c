@@ -700,15 +700,9 @@ static void emit_matmul_t(Cg *cg, const Node *n) {
     }
     int64_t K = w->type.dims[0], N = w->type.dims[1], rows = elems(dy) / N;
     if (dy->type.batched == n->type.batched && dy->type.dtype == DT_F32) {
-        /* w transposed into the node's working storage, so the tile reads rows of it. */
-        LLVMValueRef wt = cg_extra(cg, n), w0 = cg_base(cg, w);
-        CgLoop lk = cg_loop_begin(cg, K);
-        CgLoop lj = cg_loop_begin(cg, N);
-        cg_store(cg, cg->t_f32, wt, cg_mad(cg, lj.i, K, lk.i), cg_load(cg, cg->t_f32, w0, cg_mad(cg, lk.i, N, lj.i)));
-        cg_loop_end(cg, &lj);
-        cg_loop_end(cg, &lk);
-        CgGemm gm = {.M = nex(cg, n) * rows, .N = K, .P = N, .a = cg_base(cg, dy), .b = wt, .c = cg_base(cg, n),
-                     .a_si = N, .a_sp = 1, .b_sp = K, .c_si = K};
+        /* B(p = j, k) = w[k, j]: w read transposed, through the tile's panel. */
+        CgGemm gm = {.M = nex(cg, n) * rows, .N = K, .P = N, .a = cg_base(cg, dy), .b = cg_base(cg, w),
+                     .c = cg_base(cg, n), .a_si = N, .a_sp = 1, .b_sp = N, .c_si = K, .b_trans = true};
         cg_gemm(cg, &gm);
         return;
     }
