@@ -404,7 +404,7 @@ static int cmd_run(int argc, char **argv) {
     const char *file = NULL, *model = NULL;
     bool time = false;
     int64_t batch = 0, bptt = 0;
-    char **rest = malloc(sizeof *rest * (size_t)(argc + 1));
+    char **rest = malloc(sizeof *rest * (size_t)(argc + 5));
     int nrest = 0;
     if (!rest) return 1;
     for (int i = 0; i < argc; i++) {
@@ -423,13 +423,25 @@ static int cmd_run(int argc, char **argv) {
                 return 2;
             }
             *(a[2] == 'b' && a[3] == 'a' ? &batch : &bptt) = v;
-            rest[nrest++] = argv[i];
-            rest[nrest++] = argv[++i];
+            i++; /* passed on after the command, below */
         } else if (!file && a[0] != '-') {
             file = a;
         } else {
             rest[nrest++] = argv[i];
         }
+    }
+    /* The command comes first; the compiled-in settings follow it, so the
+     * command's own check (an executable refuses other values) sees them. */
+    char batch_arg[32], bptt_arg[32];
+    if (nrest > 0 && batch) {
+        snprintf(batch_arg, sizeof batch_arg, "%lld", (long long)batch);
+        rest[nrest++] = "--batch";
+        rest[nrest++] = batch_arg;
+    }
+    if (nrest > 0 && bptt) {
+        snprintf(bptt_arg, sizeof bptt_arg, "%lld", (long long)bptt);
+        rest[nrest++] = "--bptt";
+        rest[nrest++] = bptt_arg;
     }
     rest[nrest] = NULL;
     if (!file) {

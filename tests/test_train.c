@@ -149,6 +149,10 @@ START_TEST(jit_aot_resume_identical) {
     /* Another seed is another run. */
     ck_assert_int_eq(sh(SEQC " train " ALARM_DATA " --epochs 1 --seed 7 --quiet --checkpoint s7.safetensors", seqc), 0);
     ck_assert(!same_file("r.safetensors", "s7.safetensors"));
+    /* seqc run compiles for the batch asked, wherever the option stands. */
+    ck_assert_msg(sh("'%s' run --batch 50 alarm.seq train " ALARM_DATA " --epochs 1 --checkpoint b50.safetensors", seqc) == 0,
+                  "%.3000s", out);
+    ck_assert_msg(strstr(out, "40/40 - ") != NULL, "%.3000s", out);
     /* A fixed setting of the executable cannot change. */
     ck_assert_int_eq(sh("./alarm_exe train " ALARM_DATA " --batch 50"), 1);
     ck_assert_msg(strstr(out, "compiled for batch 100") != NULL, "%.3000s", out);
