@@ -544,6 +544,15 @@ int32_t rt_data_vocab_id(const RtVocab *v, const char *tok, size_t len) {
     return v->slot[vocab_find(v, tok, len)];
 }
 
+void rt_data_vocab_truncate(RtVocab *v, int32_t size) {
+    if (size < 1 || size >= v->size) return;
+    for (int32_t id = size; id < v->size; id++) free(v->token[id]);
+    v->size = size;
+    /* The table again, from the ids kept (removing from open addressing would break probe chains). */
+    memset(v->slot, 0, sizeof *v->slot * (size_t)v->cap);
+    for (int32_t id = 1; id < size; id++) v->slot[vocab_find(v, v->token[id], (size_t)v->len[id])] = id;
+}
+
 typedef struct Distinct {
     int64_t first;      /* token index of the first appearance */
     int64_t count;

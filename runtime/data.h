@@ -156,6 +156,9 @@ typedef struct RtVocab {
 } RtVocab;
 
 bool rt_data_vocab_build(const RtText *text, RtVocab *out, RtDataError *err);
+/* Keeps ids 0 .. size-1, the size-1 most frequent tokens (Keras' Tokenizer
+ * num_words); the others become unknown (id 0 when encoding). */
+void rt_data_vocab_truncate(RtVocab *v, int32_t size);
 /* 0 when the token is unknown. */
 int32_t rt_data_vocab_id(const RtVocab *v, const char *tok, size_t len);
 /* ids[i] = id of token i; unknown tokens become 0 and are counted in *unknown. */

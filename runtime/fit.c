@@ -89,6 +89,13 @@ static bool text_ids(RtSession *s, const char *path, int32_t **ids, int64_t *n) 
             return false;
         }
         s->has_vocab = true;
+        if (s->m.vocab && s->vocab.size > s->m.vocab && r->word_level) {
+            /* Words: the most frequent that fit, as Keras' Tokenizer(num_words) does. */
+            if (!s->o.quiet)
+                printf("%s has %d distinct words; keeping the %lld most frequent (the embedding's vocab %lld, id 0 "
+                       "for the others)\n", path, s->vocab.size - 1, (long long)s->m.vocab - 1, (long long)s->m.vocab);
+            rt_data_vocab_truncate(&s->vocab, (int32_t)s->m.vocab);
+        }
         if (s->m.vocab && s->vocab.size > s->m.vocab) {
             rt_fail(s, "%s has %d distinct %s (and id 0 is padding), but the model's embedding has vocab %lld: "
                     "write vocab: %d (or more) in %s", path, s->vocab.size - 1, r->word_level ? "words" : "characters",

@@ -351,6 +351,16 @@ START_TEST(test_vocab_order) {
     ck_assert(ids[0] == 4 && ids[1] == 0 && ids[2] == 1 && ids[3] == 0);
     ck_assert_int_eq(unknown, 2);
     free(ids);
+    /* Keeping the two most frequent (Tokenizer(num_words=3)): z and y's rivals drop out. */
+    rt_data_vocab_truncate(&v, 3);
+    ck_assert_int_eq(v.size, 3);
+    ck_assert_int_eq(rt_data_vocab_id(&v, "b", 1), 1);
+    ck_assert_int_eq(rt_data_vocab_id(&v, "z", 1), 2);
+    ck_assert_int_eq(rt_data_vocab_id(&v, "y", 1), 0);
+    ck_assert_int_eq(rt_data_vocab_id(&v, "a", 1), 0);
+    ck_assert(rt_data_vocab_encode(&v, &t, &ids, &unknown, &err));
+    ck_assert(ids[0] == 0 && ids[2] == 1 && unknown == 3);
+    free(ids);
     rt_data_text_free(&t);
     rt_data_vocab_free(&v);
 }
