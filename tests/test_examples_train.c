@@ -25,10 +25,7 @@
 
 #include "models.h"
 
-#define OUT_BYTES (1 << 16)
-
-static char dir[256];
-static char out[OUT_BYTES];
+#include "shell.h"
 
 /* How each example trains here: its batch, and the data and validation
  * arguments of `train` (the train block's data otherwise, from this directory). */
@@ -59,62 +56,6 @@ static const Recipe recipes[] = {
     {"imdb_bilstm", 2, "--data tiny.tsv --validate 0"},
 };
 #define NRECIPES ((int)(sizeof recipes / sizeof recipes[0]))
-
-static const char *env(const char *name) {
-    const char *v = getenv(name);
-    if (!v || !*v) {
-        fprintf(stderr, "%s is not set\n", name);
-        exit(1);
-    }
-    return v;
-}
-
-/* Runs a shell command in the test's directory; its output (stdout and
- * stderr) lands in `out`. Returns the exit status. */
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    char full[4400];
-    snprintf(full, sizeof full, "cd '%s' && (%s) 2>&1", dir, cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static char *slurp(const char *name, size_t *size) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        fclose(f);
-        return NULL;
-    }
-    b[n] = '\0';
-    fclose(f);
-    *size = (size_t)n;
-    return b;
-}
-
-static bool same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
-    bool same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
 
 /* Lines of lower-case words in a fixed pseudo-random order: enough repetition
  * for a language model to learn from in two epochs, `bytes` long or a little

@@ -19,64 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define OUT_BYTES (1 << 20)
-
-static char dir[256];
-static char out[OUT_BYTES];
-
-static const char *env(const char *name) {
-    const char *v = getenv(name);
-    ck_assert_msg(v && *v, "%s is not set", name);
-    return v;
-}
-
-/* Runs a shell command in the test's directory; its output (stdout and
- * stderr) lands in `out`. Returns the exit status. */
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    char full[4400];
-    snprintf(full, sizeof full, "cd '%s' && (%s) 2>&1", dir, cmd);
-    FILE *p = popen(full, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static char *slurp(const char *name, size_t *size) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    ck_assert_ptr_nonnull(b);
-    ck_assert_int_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = '\0';
-    fclose(f);
-    *size = (size_t)n;
-    return b;
-}
+#include "shell.h"
 
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
     nanosleep(&ts, NULL);
-}
-
-static bool same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
-    bool same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
 }
 
 static void write_file(const char *name, const char *text) {
