@@ -540,6 +540,20 @@ done:
     free(uses);
 }
 
+void cg_noinline(Cg *cg, LLVMValueRef fn) {
+    unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, noinline, 0));
+}
+
+/* A node's (or a chain's) function. Out of line: O3 then works one function
+ * at a time, linear in the graph. Inlining every node into the scans' step
+ * loops tripled the pass time (a bidirectional LSTM: 1.7 s against 0.6 s)
+ * for nothing the back end can use; fusion merges nodes deliberately. */
+static void node_fn_begin(Cg *cg, const char *name) {
+    fn_begin(cg, name, cg->t_node, false);
+    cg_noinline(cg, cg->fn);
+}
+
 /* One node: a function `void (ptr slab, i32 training, i64 seed)` holding its
  * loop nest, or NULL when someone else writes its value. */
 static LLVMValueRef lower_node(Cg *cg, int gi, const Node *n) {
@@ -555,13 +569,7 @@ static LLVMValueRef lower_node(Cg *cg, int gi, const Node *n) {
     if (cg->error) return NULL;
     char name[96];
     snprintf(name, sizeof name, "g%d.n%d.%s", gi, n->id, op_name(n->op));
-    fn_begin(cg, name, cg->t_node, false);
-    /* Out of line: O3 then works one node at a time, linear in the graph.
-     * Inlining every node into the scans' step loops tripled the pass time
-     * (a bidirectional LSTM: 1.7 s against 0.6 s) for nothing an unfused
-     * back end can use; fusion will merge nodes deliberately. */
-    unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
-    LLVMAddAttributeAtIndex(cg->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, noinline, 0));
+    node_fn_begin(cg, name);
     if (n->op == OP_SCAN) emit_scan(cg, n);
     else cg_emit_op(cg, n);
     fn_end(cg);
@@ -587,9 +595,7 @@ static LLVMValueRef lower_chain(Cg *cg, int gi, const Graph *g, int i, int len) 
     char name[96];
     const Node *first = g->nodes.items[i];
     snprintf(name, sizeof name, "g%d.n%d.chain%d", gi, first->id, len);
-    fn_begin(cg, name, cg->t_node, false);
-    unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
-    LLVMAddAttributeAtIndex(cg->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, noinline, 0));
+    node_fn_begin(cg, name);
     cg_emit_map_chain(cg, (const Node *const *)&g->nodes.items[i], len);
     fn_end(cg);
     return cg->fn;

@@ -230,6 +230,7 @@ typedef struct CgIf {
 } CgIf;
 
 double cg_now_ms(void);
+void cg_noinline(Cg *cg, LLVMValueRef fn);     /* keep fn out of line: O3 works one function at a time */
 char *cg_format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cg_fail(Cg *cg, const Node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void cg_init_native(void);

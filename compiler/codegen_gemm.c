@@ -171,9 +171,8 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
         LLVMBasicBlockRef saved_allocas = cg->allocas, here = LLVMGetInsertBlock(cg->b);
         fn = LLVMAddFunction(cg->mod, name, ty);
         LLVMSetLinkage(fn, LLVMInternalLinkage);
-        unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
         unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-        LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, noinline, 0));
+        cg_noinline(cg, fn);
         LLVMAddAttributeAtIndex(fn, 3, LLVMCreateEnumAttribute(cg->ctx, noalias, 0)); /* C is its own buffer */
         cg->fn = fn;
         cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");

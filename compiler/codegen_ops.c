@@ -877,11 +877,12 @@ static void emit_embed_grad(Cg *cg, const Node *n) {
                     cg_i64(cg, 8 * D), 8);
     cg_loop_end(cg, &lpz);
     cg_loop_end(cg, &lz);
-    /* Pass 2: dy added in, in (b, p) order, in double. */
+    /* Pass 2: dy added in, in (b, p) order, in double (the ids as pass 1 checked and kept them). */
     CgLoop lb = cg_loop_begin(cg, nb);
-    LLVMValueRef ip = cg_ex(cg, ids, lb.i), dp = cg_ex(cg, dy, lb.i);
+    LLVMValueRef dp = cg_ex(cg, dy, lb.i);
     CgLoop lp = cg_loop_begin(cg, P);
-    LLVMValueRef row = cg_mul(cg, checked_id(cg, ids, ip, lp.i, V), D);
+    LLVMValueRef kept = cg_load(cg, cg->t_i32, last, cg_mad(cg, lb.i, P, lp.i));
+    LLVMValueRef row = cg_mul(cg, LLVMBuildSExt(cg->b, kept, cg->t_i64, ""), D);
     CgLoop lj = cg_loop_begin(cg, D);
     LLVMValueRef at = cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, lj.i));
     LLVMValueRef v = fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f64, at, ""), cg_loadd(cg, dy, dp, cg_mad(cg, lp.i, D, lj.i)));

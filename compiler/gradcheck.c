@@ -55,7 +55,7 @@ static InputUse input_use(const Graph *g, const Node *x) {
     return u;
 }
 
-static void fill_input(Interp *it, const Graph *g, const Node *x, RtRng *rng) {
+void gradcheck_fill_input(struct Interp *it, const Graph *g, const Node *x, struct RtRng *rng) {
     double *v = interp_data(it, x);
     int64_t n = interp_size(g, x);
     InputUse u = input_use(g, x);
@@ -173,8 +173,8 @@ void gradcheck_run(Graph *g, int nforward, const GradcheckOptions *o, GradcheckR
     interp_init_params(it, o->seed);
     RtRng rng;
     rt_rng_seed(&rng, o->seed, 7);
-    for (int i = 0; i < g->inputs.len; i++) fill_input(it, g, g->inputs.items[i], &rng);
-    for (int i = 0; i < g->targets.len; i++) fill_input(it, g, g->targets.items[i], &rng);
+    for (int i = 0; i < g->inputs.len; i++) gradcheck_fill_input(it, g, g->inputs.items[i], &rng);
+    for (int i = 0; i < g->targets.len; i++) gradcheck_fill_input(it, g, g->targets.items[i], &rng);
     for (int i = 0; i < g->nodes.len; i++) {
         const Node *n = g->nodes.items[i];
         if (n->op != OP_STATEVAR) continue;

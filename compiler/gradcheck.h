@@ -49,6 +49,14 @@ typedef struct GradcheckReport {
 
 void gradcheck_defaults(GradcheckOptions *o);
 
+/* Random values that make sense for input (or target) x, by what reads it:
+ * token ids below the embedding's vocabulary (some padding zeros when
+ * masked), class ids below the class count, 0/1 targets for binary
+ * cross-entropy, one-hot rows for categorical, else uniform in [-1, 1).
+ * The check's own data; the differential tests use it too. */
+struct RtRng;
+void gradcheck_fill_input(struct Interp *it, const Graph *g, const Node *x, struct RtRng *rng);
+
 /* `g` has been through autodiff; `nforward` is its node count before that
  * (the forward pass alone, for the finite-difference runs). Rows are
  * allocated in g's arena. */

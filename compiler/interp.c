@@ -1136,20 +1136,9 @@ void interp_init_params(Interp *it, uint64_t seed) {
     for (int i = 0; i < m->params.len; i++) {
         const Node *p = m->params.items[i];
         const InitSpec *init = &p->param.init;
-        RtInitKind kind;
-        if (!init->kind || !rt_init_kind_from_name(init->kind, &kind))
+        RtInitSpec spec;
+        if (!rt_init_spec_from(init->kind, init->args, &spec))
             fail(p, "unknown initializer '%s'", init->kind ? init->kind : "(none)");
-        RtInitSpec spec = rt_init_spec_default(kind);
-        switch (kind) {
-        case RT_INIT_CONSTANT: spec.arg.constant.value = init->args[0]; break;
-        case RT_INIT_UNIFORM:
-            spec.arg.uniform.minval = init->args[0];
-            spec.arg.uniform.maxval = init->args[1];
-            break;
-        case RT_INIT_ORTHOGONAL: spec.arg.orthogonal.gain = init->args[0]; break;
-        case RT_INIT_LSTM_BIAS: spec.arg.lstm_bias.forget = init->args[0]; break;
-        default: break;
-        }
         RtRng rng;
         rt_rng_seed(&rng, seed, (uint64_t)i);
         double *data = interp_data(it, p);

@@ -476,7 +476,7 @@ int rt_train(RtSession *s) {
     RtFeed train = {0}, val = {0};
     int status = 1;
     FILE *hist = NULL;
-    double *run = NULL, *vals = NULL;
+    double *run = NULL, *mean = NULL, *vals = NULL;
     if (!rt_feed_open(s, path, true, false, &train)) goto done;
     if (!s->o.resume && !s->o.weights && !load_vectors(s)) goto done;
     if (s->o.no_validation) vpath = NULL;
@@ -499,8 +499,9 @@ int rt_train(RtSession *s) {
     if (!hist) goto done;
     int nv = 1 + v->nmetrics;
     run = calloc((size_t)nv, sizeof *run);
+    mean = calloc((size_t)nv, sizeof *mean);
     vals = calloc((size_t)nv, sizeof *vals);
-    if (!run || !vals) goto done;
+    if (!run || !mean || !vals) goto done;
 
     struct sigaction sa = {.sa_handler = on_interrupt}, old;
     sigemptyset(&sa.sa_mask);
@@ -539,8 +540,7 @@ int rt_train(RtSession *s) {
             accumulate(v, s->slab, 1, run);
             double t = now_s();
             if (tty && (t - last_draw > 0.05 || s->batch_in_epoch == per_epoch)) {
-                double mean[64];
-                for (int k = 0; k < nv && k < 64; k++) mean[k] = run[k] / (double)done;
+                for (int k = 0; k < nv; k++) mean[k] = run[k] / (double)done;
                 progress(v, s->batch_in_epoch, per_epoch, t - t0, mean);
                 last_draw = t;
             }
@@ -591,6 +591,7 @@ done:
         status = 1;
     }
     free(run);
+    free(mean);
     free(vals);
     rt_feed_free(&train);
     rt_feed_free(&val);

@@ -56,6 +56,24 @@ RtInitSpec rt_init_spec_default(RtInitKind kind) {
     return spec;
 }
 
+bool rt_init_spec_from(const char *name, const double args[2], RtInitSpec *out) {
+    RtInitKind kind;
+    if (!name || !rt_init_kind_from_name(name, &kind))
+        return false;
+    *out = rt_init_spec_default(kind);
+    switch (kind) {
+    case RT_INIT_CONSTANT: out->arg.constant.value = args[0]; break;
+    case RT_INIT_UNIFORM:
+        out->arg.uniform.minval = args[0];
+        out->arg.uniform.maxval = args[1];
+        break;
+    case RT_INIT_ORTHOGONAL: out->arg.orthogonal.gain = args[0]; break;
+    case RT_INIT_LSTM_BIAS: out->arg.lstm_bias.forget = args[0]; break;
+    default: break;
+    }
+    return true;
+}
+
 int64_t rt_init_numel(const int64_t *dims, int rank) {
     if (rank < 0 || rank > RT_INIT_MAX_RANK)
         return -1;

@@ -60,6 +60,10 @@ typedef struct RtFans {
 /* Spec with Keras' default arguments: uniform(-0.05, 0.05) as Embedding's
  * "uniform", orthogonal gain 1, lstm_bias forget 1, constant 0. */
 RtInitSpec rt_init_spec_default(RtInitKind kind);
+/* The spec an initializer's name and its two numbers describe, as the model
+ * language writes them (uniform: min, max; constant: value; orthogonal:
+ * gain; lstm_bias: forget); false for an unknown name. */
+bool rt_init_spec_from(const char *name, const double args[2], RtInitSpec *out);
 
 const char *rt_init_kind_name(RtInitKind kind); /* NULL for an invalid kind */
 bool rt_init_kind_from_name(const char *name, RtInitKind *kind);

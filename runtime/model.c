@@ -357,22 +357,11 @@ void rt_slab_free(uint8_t *slab) { free(slab); }
 bool rt_model_init_params(const RtVariant *v, uint8_t *slab, uint64_t seed, RtModelError *err) {
     for (int i = 0; i < v->nparams; i++) {
         const RtParam *p = &v->params[i];
-        RtInitKind kind;
-        if (!p->init || !rt_init_kind_from_name(p->init, &kind)) {
+        RtInitSpec spec;
+        if (!rt_init_spec_from(p->init, p->args, &spec)) {
             snprintf(err->msg, sizeof err->msg, "param '%s': unknown initializer '%s'", p->t.name,
                      p->init ? p->init : "-");
             return false;
-        }
-        RtInitSpec spec = rt_init_spec_default(kind);
-        switch (kind) {
-        case RT_INIT_CONSTANT: spec.arg.constant.value = p->args[0]; break;
-        case RT_INIT_UNIFORM:
-            spec.arg.uniform.minval = p->args[0];
-            spec.arg.uniform.maxval = p->args[1];
-            break;
-        case RT_INIT_ORTHOGONAL: spec.arg.orthogonal.gain = p->args[0]; break;
-        case RT_INIT_LSTM_BIAS: spec.arg.lstm_bias.forget = p->args[0]; break;
-        default: break;
         }
         double *tmp = malloc(sizeof(double) * (size_t)(p->t.elems > 0 ? p->t.elems : 1));
         if (!tmp) {

@@ -22,6 +22,7 @@
 #include "elab.h"
 #include "interp.h"
 #include "jit.h"
+#include "gradcheck.h"
 #include "models.h"
 #include "program.h"
 #include "rng.h"
@@ -71,51 +72,7 @@ static void unload(Loaded *l) {
     program_free(l->prog);
 }
 
-/* ---- data (the rules of compiler/gradcheck.c's fill_input) --------------------------- */
-
-static const Node *source(const Node *n) {
-    while (n->op == OP_TIME_SLICE) n = n->in[0];
-    return n;
-}
-
-static void fill_input(Interp *it, const Graph *g, const Node *x, RtRng *rng) {
-    int64_t vocab = 0, classes = 0;
-    bool masked = false, binary = false, onehot = false;
-    for (int i = 0; i < g->nodes.len; i++) {
-        const Node *n = g->nodes.items[i];
-        if (n->op == OP_EMBED && source(n->in[0]) == x) {
-            int64_t v = n->in[1]->type.dims[0];
-            if (!vocab || v < vocab) vocab = v;
-        }
-        if (n->op == OP_NONZERO && source(n->in[0]) == x) masked = true;
-        if ((n->op == OP_SCE || n->op == OP_ACCURACY) && source(n->in[1]) == x && x->type.dtype == DT_I32) {
-            int64_t c = n->in[0]->type.dims[n->in[0]->type.rank - 1];
-            if (!classes || c < classes) classes = c;
-        }
-        if ((n->op == OP_BCE || (n->op == OP_ACCURACY && n->accuracy == ACC_BINARY)) && source(n->in[1]) == x)
-            binary = true;
-        if ((n->op == OP_CCE || (n->op == OP_ACCURACY && n->accuracy == ACC_CATEGORICAL)) && source(n->in[1]) == x)
-            onehot = true;
-    }
-    double *v = interp_data(it, x);
-    int64_t n = interp_size(g, x);
-    if (x->type.dtype == DT_I32) {
-        int64_t bound = vocab ? vocab : classes ? classes : 2;
-        if (vocab && classes && classes < bound) bound = classes;
-        for (int64_t i = 0; i < n; i++) {
-            v[i] = (double)(rt_rng_next_u32(rng) % (uint32_t)bound);
-            if (masked && rt_rng_uniform(rng) < 0.2) v[i] = 0;
-        }
-        return;
-    }
-    if (onehot && x->type.rank >= 1) {
-        int64_t c = x->type.dims[x->type.rank - 1];
-        memset(v, 0, sizeof(double) * (size_t)n);
-        for (int64_t i = 0; i < n; i += c) v[i + rt_rng_next_u32(rng) % (uint32_t)c] = 1;
-        return;
-    }
-    for (int64_t i = 0; i < n; i++) v[i] = binary ? (double)(rt_rng_next_u32(rng) & 1) : 2 * rt_rng_uniform(rng) - 1;
-}
+/* Inputs and targets: gradcheck_fill_input, the gradient check's own data. */
 
 static double now_ms(void) {
     struct timespec ts;
@@ -204,8 +161,8 @@ static double differential(const char *text, const char *path, int64_t batch, bo
     interp_init_params(r.it, 1);
     RtRng rng;
     rt_rng_seed(&rng, 1, 7);
-    for (int i = 0; i < g->inputs.len; i++) fill_input(r.it, g, g->inputs.items[i], &rng);
-    for (int i = 0; i < g->targets.len; i++) fill_input(r.it, g, g->targets.items[i], &rng);
+    for (int i = 0; i < g->inputs.len; i++) gradcheck_fill_input(r.it, g, g->inputs.items[i], &rng);
+    for (int i = 0; i < g->targets.len; i++) gradcheck_fill_input(r.it, g, g->targets.items[i], &rng);
     for (int i = 0; i < g->nodes.len; i++) {
         const Node *n = g->nodes.items[i];
         if (n->op != OP_STATEVAR) continue;
@@ -392,8 +349,8 @@ static double train_differential(const char *text, const char *path, int64_t bat
     double run_ms = 0;
     bool share_grads = opt->kind != OPT_SGD;
     for (int64_t t = 1; t <= TRAIN_STEPS; t++) {
-        for (int i = 0; i < g->inputs.len; i++) fill_input(r.it, g, g->inputs.items[i], &rng);
-        for (int i = 0; i < g->targets.len; i++) fill_input(r.it, g, g->targets.items[i], &rng);
+        for (int i = 0; i < g->inputs.len; i++) gradcheck_fill_input(r.it, g, g->inputs.items[i], &rng);
+        for (int i = 0; i < g->targets.len; i++) gradcheck_fill_input(r.it, g, g->targets.items[i], &rng);
         for (int i = 0; i < g->inputs.len; i++) write_slab(&r, g->inputs.items[i]);
         for (int i = 0; i < g->targets.len; i++) write_slab(&r, g->targets.items[i]);
         uint64_t dropout_seed = 2 + (uint64_t)t;
