@@ -25,6 +25,7 @@ struct CgModule {
     CgSignature update_sig;             /* after cg_add_update */
     char *update;                       /* owned: update_sig.name, or NULL */
     CgTiming timing;
+    CgStats stats;
     CgExternSymbol *externs;            /* owned: cg_collect_externs */
     int nexterns;
 };
@@ -146,8 +147,19 @@ int64_t cg_plan_offset(const CgPlan *p, const Node *n) {
 /* ---- IR helpers -------------------------------------------------------------- */
 
 LLVMValueRef cg_i64(Cg *cg, int64_t v) { return LLVMConstInt(cg->t_i64, (unsigned long long)v, true); }
-LLVMValueRef cg_f32(Cg *cg, double v) { return LLVMConstReal(cg->t_f32, v); }
-LLVMValueRef cg_f64(Cg *cg, double v) { return LLVMConstReal(cg->t_f64, v); }
+static LLVMValueRef splat(Cg *cg, LLVMValueRef c) {
+    if (cg->lanes <= 1) return c;
+    LLVMValueRef e[64];
+    for (int k = 0; k < cg->lanes; k++) e[k] = c;
+    return LLVMConstVector(e, (unsigned)cg->lanes);
+}
+
+LLVMValueRef cg_f32(Cg *cg, double v) { return splat(cg, LLVMConstReal(cg->t_f32, v)); }
+LLVMValueRef cg_f64(Cg *cg, double v) { return splat(cg, LLVMConstReal(cg->t_f64, v)); }
+
+LLVMTypeRef cg_lanes_of(Cg *cg, LLVMTypeRef scalar) {
+    return cg->lanes > 1 ? LLVMVectorType(scalar, (unsigned)cg->lanes) : scalar;
+}
 
 LLVMTypeRef cg_elem(Cg *cg, const Node *n) { return n->type.dtype == DT_I32 ? cg->t_i32 : cg->t_f32; }
 
@@ -208,9 +220,20 @@ LLVMValueRef cg_add(Cg *cg, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAd
 LLVMValueRef cg_mul(Cg *cg, LLVMValueRef a, int64_t m) { return LLVMBuildMul(cg->b, a, cg_i64(cg, m), ""); }
 LLVMValueRef cg_mad(Cg *cg, LLVMValueRef a, int64_t m, LLVMValueRef b) { return cg_add(cg, cg_mul(cg, a, m), b); }
 
-LLVMValueRef cg_call(Cg *cg, CgFn f, LLVMValueRef *args, unsigned n) {
-    return LLVMBuildCall2(cg->b, f.ty, f.fn, args, n, "");
+LLVMValueRef cg_call_lanes(Cg *cg, LLVMTypeRef fn_type, LLVMValueRef fn, LLVMValueRef *args, unsigned n) {
+    if (n == 0 || LLVMGetTypeKind(LLVMTypeOf(args[0])) != LLVMVectorTypeKind)
+        return LLVMBuildCall2(cg->b, fn_type, fn, args, n, "");
+    LLVMTypeRef vt = LLVMVectorType(LLVMGetReturnType(fn_type), LLVMGetVectorSize(LLVMTypeOf(args[0])));
+    LLVMValueRef out = LLVMGetPoison(vt), lane_args[CG_MAX_ARGS];
+    for (unsigned k = 0; k < LLVMGetVectorSize(vt); k++) {
+        LLVMValueRef at = LLVMConstInt(cg->t_i32, k, false);
+        for (unsigned a = 0; a < n && a < CG_MAX_ARGS; a++) lane_args[a] = LLVMBuildExtractElement(cg->b, args[a], at, "");
+        out = LLVMBuildInsertElement(cg->b, out, LLVMBuildCall2(cg->b, fn_type, fn, lane_args, n, ""), at, "");
+    }
+    return out;
 }
+
+LLVMValueRef cg_call(Cg *cg, CgFn f, LLVMValueRef *args, unsigned n) { return cg_call_lanes(cg, f.ty, f.fn, args, n); }
 LLVMValueRef cg_call1(Cg *cg, CgFn f, LLVMValueRef x) { return cg_call(cg, f, &x, 1); }
 
 LLVMValueRef cg_local(Cg *cg, LLVMTypeRef t, LLVMValueRef init) {
@@ -348,7 +371,7 @@ static int graph_index(const Cg *cg, const Graph *g) {
 
 /* Ops whose value someone else writes: the caller (inputs, params, state
  * variables), the scan (placeholders in its body, its extra outputs). */
-static bool has_code(OpKind op) {
+bool cg_has_code(OpKind op) {
     switch (op) {
     case OP_INPUT: case OP_PARAM: case OP_STATEVAR: case OP_STEP_IN: case OP_STATE_IN: case OP_CAPTURE:
     case OP_SCAN_OUT: case OP_SCAN_STATE:
@@ -557,7 +580,7 @@ static void node_fn_begin(Cg *cg, const char *name) {
 /* One node: a function `void (ptr slab, i32 training, i64 seed)` holding its
  * loop nest, or NULL when someone else writes its value. */
 static LLVMValueRef lower_node(Cg *cg, int gi, const Node *n) {
-    if (!has_code(n->op)) return NULL;
+    if (!cg_has_code(n->op)) return NULL;
     if (!n->type.batched && !reduces_batch(n->op))
         for (int k = 0; k < n->nin; k++)
             if (n->in[k]->type.batched) {
@@ -579,11 +602,11 @@ static LLVMValueRef lower_node(Cg *cg, int gi, const Node *n) {
 /* Consecutive elementwise nodes of one type from node i: one loop for all
  * of them. A chain stops at the end of the forward pass, where a
  * forward-only call (upto) stops. */
-static int chain_length(const Graph *g, int i) {
+static int chain_length(const Graph *g, int i, const bool *taken) {
     const Node *first = g->nodes.items[i];
     if (!cg_is_map(first)) return 1;
     int len = 1;
-    while (i + len < g->nodes.len && i + len != g->nforward) {
+    while (i + len < g->nodes.len && i + len != g->nforward && !taken[i + len]) {
         const Node *n = g->nodes.items[i + len];
         if (!cg_is_map(n) || !type_equal(&n->type, &first->type)) break;
         len++;
@@ -596,8 +619,21 @@ static LLVMValueRef lower_chain(Cg *cg, int gi, const Graph *g, int i, int len) 
     const Node *first = g->nodes.items[i];
     snprintf(name, sizeof name, "g%d.n%d.chain%d", gi, first->id, len);
     node_fn_begin(cg, name);
+    cg->stats.chains++;
     cg_emit_map_chain(cg, (const Node *const *)&g->nodes.items[i], len);
     fn_end(cg);
+    return cg->fn;
+}
+
+static LLVMValueRef lower_epilogue(Cg *cg, int gi, const Node *product, const CgEpilogue *e) {
+    char name[96];
+    snprintf(name, sizeof name, "g%d.n%d.epilogue", gi, product->id);
+    node_fn_begin(cg, name);
+    int nodes = cg_emit_epilogue(cg, e);
+    fn_end(cg);
+    cg->stats.epilogues++;
+    cg->stats.epilogue_nodes += nodes;
+    if (nodes > cg->stats.largest_epilogue) cg->stats.largest_epilogue = nodes;
     return cg->fn;
 }
 
@@ -612,11 +648,26 @@ static void lower_graph(Cg *cg, const Graph *g) {
         cg_fail(cg, NULL, "out of memory");
         return;
     }
+    /* Positions whose node a fused kernel computes: they get no function. */
+    bool *taken = calloc((size_t)g->nodes.len + 1, sizeof *taken);
+    if (!taken) {
+        cg_fail(cg, NULL, "out of memory");
+        return;
+    }
     for (int i = 0; i < g->nodes.len && !cg->error; i++) {
-        int len = chain_length(g, i);
+        if (taken[i]) continue;
+        int last;
+        CgEpilogue *e = cg_epilogue_find(g, i, taken, &last);
+        if (e) {
+            cg->fns[gi][last] = lower_epilogue(cg, gi, g->nodes.items[i], e);
+            cg_epilogue_free(e);
+            continue;
+        }
+        int len = chain_length(g, i, taken);
         cg->fns[gi][i] = len > 1 ? lower_chain(cg, gi, g, i, len) : lower_node(cg, gi, g->nodes.items[i]);
         i += len - 1; /* the chain's other nodes have no function of their own */
     }
+    free(taken);
 }
 
 /* void <name>(ptr slab, i32 training, i64 dropout_seed, i32 upto): the model's
@@ -748,6 +799,7 @@ CgModule *cg_lower(const Graph *g, const char *name, char **error) {
     if (!cg.error) lower_graph(&cg, g);
     if (!cg.error) lower_entry(&cg, g, m->entry);
     if (!cg.error && !cg_collect_externs(g, &m->externs, &m->nexterns)) cg_fail(&cg, NULL, "out of memory");
+    m->stats = cg.stats;
     LLVMDisposeBuilder(cg.b);
     if (cg.fns)
         for (int i = 0; i < m->plan.ngraphs; i++) free(cg.fns[i]);
@@ -853,6 +905,7 @@ bool cg_add_update(CgModule *m, const Optimizer *opt, char **error) {
     return true;
 }
 CgTiming *cg_timing(CgModule *m) { return &m->timing; }
+const CgStats *cg_stats(const CgModule *m) { return &m->stats; }
 
 LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, LLVMRelocMode reloc, LLVMCodeModel model, char **error) {
     cg_init_native();

@@ -1,8 +1,12 @@
-/* The LLVM back end, first increment: every node of a model graph (forward and
- * backward, scan bodies included) lowered to a loop nest in LLVM IR, in graph
- * order, with every size a compile-time constant. Nothing is fused yet; the
+/* The LLVM back end: every node of a model graph (forward and backward, scan
+ * bodies included) lowered to loop nests in LLVM IR, in graph order, with
+ * every size a compile-time constant. A matrix product and the elementwise
+ * nodes that read it run as one kernel (codegen_epilogue.c: a cell's gate
+ * arithmetic inside its recurrent matmul); other runs of elementwise nodes of
+ * one shape as one loop; every other node as a loop nest of its own. The
  * reference interpreter (interp.c) is the specification of every op and the
- * differential test (tests/test_codegen.c) holds the two together.
+ * differential tests (tests/test_codegen.c, tests/test_fuse.c) hold the two
+ * together.
  *
  * Requires: a model graph that graph_verify accepts, after schedule and
  * autodiff (or before them: a forward graph lowers as well).
@@ -21,10 +25,11 @@
  * gradient writes only the rows its ids name and relies on the others
  * staying zero from one call to the next.
  *
- * Precision: elementwise math is f32 (libm's expf, logf, tanhf; no fast-math,
- * no FMA contraction). Reductions (matmul and its gradients, sums, means,
- * softmax denominators, batchnorm statistics) accumulate in double and round
- * once, as the interpreter does. Formulas that cancel are computed in double
+ * Precision: elementwise math is f32 (exp and tanh from mathf.h, on vectors;
+ * libm's logf; no fast-math, no FMA contraction). Matrix products sum in f32, one fused multiply-add
+ * per term in order (codegen_gemm.c), as the interpreter's f32 mode does.
+ * Other reductions (sums, means, softmax denominators, batchnorm statistics)
+ * accumulate in double and round once, as the interpreter does. Formulas that cancel are computed in double
  * and rounded once: activation gradients (1 - y*y near saturation), the
  * softmax gradient, batchnorm's normalization (x - mean), and the losses and
  * their gradients (Keras' epsilon 1e-7 is below f32's resolution near 1:
@@ -112,6 +117,14 @@ typedef struct CgTiming {
     double jit_ms;          /* LLJIT: machine code and symbol lookup */
 } CgTiming;
 
+/* What the lowering fused, for tests and reports. */
+typedef struct CgStats {
+    int epilogues;          /* matrix products with their elementwise epilogue (codegen_epilogue.c) */
+    int epilogue_nodes;     /* the nodes those kernels computed, the products included */
+    int largest_epilogue;   /* the nodes of the largest one */
+    int chains;             /* runs of elementwise nodes as one loop */
+} CgStats;
+
 typedef struct CgModule CgModule;
 
 /* Lowers g into a new module whose entry point is `<name>_step` (name: the
@@ -162,6 +175,7 @@ const CgSignature *cg_signature(const CgModule *m);
 /* The update's signature: `<name>_update(ptr slab, u64 step, f64 lr)`; NULL before cg_add_update. */
 const CgSignature *cg_update_signature(const CgModule *m);
 CgTiming *cg_timing(CgModule *m);
+const CgStats *cg_stats(const CgModule *m);
 
 /* Runs the new pass manager's default<O3> for the host (its CPU and
  * features), after setting the module's triple and data layout. Idempotent. */
@@ -213,6 +227,12 @@ typedef struct Cg {
     CgFn expf, logf, tanhf, exp, log, log1p, pow, sqrtf, sqrt, fabsf, fabs, trap, dropout;
     const CgPlan *plan;
     int64_t batch;
+    /* The width of the values an elementwise rule builds: 1 (scalars), or a
+     * vector's lanes while an epilogue (codegen_epilogue.c) emits one. Float
+     * constants are then splats, conversions vector casts, and calls of
+     * scalar functions go lane by lane. */
+    int lanes;
+    CgStats stats;
     LLVMValueRef **fns;         /* by graph plan index, by node id: the node's function or NULL */
     /* the function being built */
     LLVMValueRef fn, slab, training, seed;
@@ -235,6 +255,7 @@ char *cg_format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cg_fail(Cg *cg, const Node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void cg_init_native(void);
 int64_t cg_size(int64_t batch, const Node *n);   /* elements, the batch included */
+bool cg_has_code(OpKind op);     /* false for values the caller or a scan writes */
 
 LLVMValueRef cg_i64(Cg *cg, int64_t v);
 LLVMValueRef cg_f32(Cg *cg, double v);
@@ -255,6 +276,9 @@ LLVMValueRef cg_mul(Cg *cg, LLVMValueRef a, int64_t m);
 LLVMValueRef cg_mad(Cg *cg, LLVMValueRef a, int64_t m, LLVMValueRef b); /* a * m + b */
 LLVMValueRef cg_call(Cg *cg, CgFn f, LLVMValueRef *args, unsigned n);
 LLVMValueRef cg_call1(Cg *cg, CgFn f, LLVMValueRef x);
+/* A call of a scalar function; with vector arguments, one call per lane. */
+LLVMValueRef cg_call_lanes(Cg *cg, LLVMTypeRef fn_type, LLVMValueRef fn, LLVMValueRef *args, unsigned n);
+LLVMTypeRef cg_lanes_of(Cg *cg, LLVMTypeRef scalar);     /* scalar, or a vector of cg->lanes */
 LLVMValueRef cg_local(Cg *cg, LLVMTypeRef t, LLVMValueRef init);
 LLVMValueRef cg_get(Cg *cg, LLVMTypeRef t, LLVMValueRef local);
 void cg_set(Cg *cg, LLVMValueRef local, LLVMValueRef v);
@@ -288,12 +312,34 @@ void cg_gemm(Cg *cg, const CgGemm *g);
 /* acc + a * b rounded once (llvm.fma), scalars or vectors of one float type. */
 LLVMValueRef cg_fma(Cg *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc);
 
+/* codegen_math.c: mathf.h's functions on f32 scalars or cg->lanes vectors. */
+LLVMValueRef cg_expf(Cg *cg, LLVMValueRef x);
+LLVMValueRef cg_tanhf(Cg *cg, LLVMValueRef x);
+LLVMValueRef cg_fabsf(Cg *cg, LLVMValueRef x);
+
 /* codegen_ops.c: the body of a node's function, for every op but SCAN. */
 void cg_emit_op(Cg *cg, const Node *n);
 /* An f32 elementwise node (the ops of emit_map), which a chain may hold. */
 bool cg_is_map(const Node *n);
 /* Nodes of one type, each cg_is_map, in graph order: one loop computing all. */
 void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len);
+/* codegen_epilogue.c: a matrix product (MATMUL) at position i of g.nodes and
+ * the elementwise nodes after it that read it, through slices of its last
+ * axis included (an LSTM's gates), as one kernel: the tile of the product
+ * stays in registers while the elementwise rules run on it. Returns the
+ * group (malloc'd) and in *last the position of its last member, where the
+ * kernel must run (nodes in between that are not members read none, and run
+ * before it); marks the members' positions in taken, and leaves out nodes
+ * already taken. NULL when nothing after the product can join it. */
+typedef struct CgEpilogue CgEpilogue;
+CgEpilogue *cg_epilogue_find(const Graph *g, int i, bool *taken, int *last);
+void cg_epilogue_free(CgEpilogue *e);
+/* The group's kernel; returns its member count. */
+int cg_emit_epilogue(Cg *cg, const CgEpilogue *e);
+/* codegen_ops.c: the rule of an elementwise node (cg_is_map) on values
+ * loaded as f32, scalars or cg->lanes-wide vectors; its operands in ops. */
+LLVMValueRef cg_map_value(Cg *cg, const Node *n, LLVMValueRef *v);
+int cg_map_operands(const Node *n, const Node *ops[4]);
 /* codegen_ops.c: the extern functions g calls (scan bodies included), each
  * symbol once, as a malloc'd array; false when out of memory. */
 bool cg_collect_externs(const Graph *g, CgExternSymbol **out, int *n);

@@ -34,8 +34,8 @@ static LLVMValueRef fcmp(Cg *cg, LLVMRealPredicate p, LLVMValueRef a, LLVMValueR
     return LLVMBuildFCmp(cg->b, p, a, b, "");
 }
 static LLVMValueRef sel(Cg *cg, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSelect(cg->b, c, a, b, ""); }
-static LLVMValueRef to_f64(Cg *cg, LLVMValueRef f) { return LLVMBuildFPExt(cg->b, f, cg->t_f64, ""); }
-static LLVMValueRef to_f32(Cg *cg, LLVMValueRef d) { return LLVMBuildFPTrunc(cg->b, d, cg->t_f32, ""); }
+static LLVMValueRef to_f64(Cg *cg, LLVMValueRef f) { return LLVMBuildFPExt(cg->b, f, cg_lanes_of(cg, cg->t_f64), ""); }
+static LLVMValueRef to_f32(Cg *cg, LLVMValueRef d) { return LLVMBuildFPTrunc(cg->b, d, cg_lanes_of(cg, cg->t_f32), ""); }
 
 /* acc += v, acc a local of type t */
 static void accumulate(Cg *cg, LLVMTypeRef t, LLVMValueRef acc, LLVMValueRef v) {
@@ -151,10 +151,10 @@ static LLVMValueRef unary(Cg *cg, const Node *n, LLVMValueRef *v) {
     LLVMValueRef x = v[0], zero = cg_f32(cg, 0), one = cg_f32(cg, 1);
     switch (n->op) {
     case OP_NEG: return LLVMBuildFNeg(cg->b, x, "");
-    case OP_TANH: return cg_call1(cg, cg->tanhf, x);
+    case OP_TANH: return cg_tanhf(cg, x);
     case OP_SIGMOID: {
         /* 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: e^-|x| never overflows */
-        LLVMValueRef e = cg_call1(cg, cg->expf, LLVMBuildFNeg(cg->b, cg_call1(cg, cg->fabsf, x), ""));
+        LLVMValueRef e = cg_expf(cg, LLVMBuildFNeg(cg->b, cg_fabsf(cg, x), ""));
         LLVMValueRef d = fadd(cg, one, e);
         return sel(cg, fcmp(cg, LLVMRealOGE, x, zero), fdiv(cg, one, d), fdiv(cg, e, d));
     }
@@ -163,7 +163,7 @@ static LLVMValueRef unary(Cg *cg, const Node *n, LLVMValueRef *v) {
         return sel(cg, fcmp(cg, LLVMRealOLT, y, zero), zero, sel(cg, fcmp(cg, LLVMRealOGT, y, one), one, y));
     }
     case OP_RELU: return sel(cg, fcmp(cg, LLVMRealOLT, x, zero), zero, x);
-    case OP_EXP: return cg_call1(cg, cg->expf, x);
+    case OP_EXP: return cg_expf(cg, x);
     case OP_LOG: return cg_call1(cg, cg->logf, x);
     case OP_RSQRT: return fdiv(cg, one, cg_call1(cg, cg->sqrtf, x));
     default: cg_fail(cg, n, "not an elementwise function"); return x;
@@ -181,7 +181,7 @@ static LLVMValueRef call_extern(Cg *cg, const Node *n, LLVMValueRef *v) {
         cg_fail(cg, n, "the symbol of extern '%s' is a function of the generated code", n->ext->name);
         return v[0];
     }
-    return LLVMBuildCall2(cg->b, ty, fn, v, 1, "");
+    return cg_call_lanes(cg, ty, fn, v, 1);
 }
 
 static LLVMValueRef binary(Cg *cg, const Node *n, LLVMValueRef *v) {
@@ -1097,6 +1097,22 @@ static MapFn map_fn(const Node *n, int *nops, const Node *ops[4]) {
         return act_grad;
     default: return NULL;
     }
+}
+
+int cg_map_operands(const Node *n, const Node *ops[4]) {
+    int nops = 0;
+    return map_fn(n, &nops, ops) ? nops : 0;
+}
+
+LLVMValueRef cg_map_value(Cg *cg, const Node *n, LLVMValueRef *v) {
+    int nops;
+    const Node *ops[4];
+    MapFn f = map_fn(n, &nops, ops);
+    if (!f) {
+        cg_fail(cg, n, "not an elementwise node");
+        return v[0];
+    }
+    return f(cg, n, v);
 }
 
 bool cg_is_map(const Node *n) {

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "init.h"
+#include "mathf.h"
 #include "rng.h"
 
 /* One graph's values: a buffer per node, and for each SCAN node the values of
@@ -264,15 +265,16 @@ static double unary(const Node *n, double x) {
     }
 }
 
-/* In f32, the functions as the generated code computes them: libm's float
- * functions and the same formulas, operation for operation, so both give the
- * same bits (a relu or max downstream then takes the same branch). */
+/* In f32, the functions as the generated code computes them: mathf.c's exp
+ * and tanh, libm's other float functions, and the same formulas, operation
+ * for operation, so both give the same bits (a relu or max downstream then
+ * takes the same branch). */
 static float unary_f32(const Node *n, float x) {
     switch (n->op) {
     case OP_NEG: return -x;
-    case OP_TANH: return tanhf(x);
+    case OP_TANH: return seqc_tanhf(x);
     case OP_SIGMOID: {
-        float e = expf(-fabsf(x)), d = 1.0f + e;
+        float e = seqc_expf(-fabsf(x)), d = 1.0f + e;
         return x >= 0 ? 1.0f / d : e / d;
     }
     case OP_HARD_SIGMOID: {
@@ -280,7 +282,7 @@ static float unary_f32(const Node *n, float x) {
         return y < 0 ? 0.0f : y > 1 ? 1.0f : y;
     }
     case OP_RELU: return x < 0 ? 0.0f : x;
-    case OP_EXP: return expf(x);
+    case OP_EXP: return seqc_expf(x);
     case OP_LOG: return logf(x);
     case OP_RSQRT: return 1.0f / sqrtf(x);
     default: fail(n, "not an elementwise function");

@@ -12,6 +12,7 @@
 #include "build.h"
 #include "codegen.h"
 #include "elab.h"
+#include "fuse.h"
 #include "jit.h"
 #include "link.h"
 #include "model.h"
@@ -58,13 +59,14 @@ static const char *const command_help[][2] = {
      "  --model NAME     the model to show when the file defines several\n"
      "  --batch N        batch size (does not change the table)\n"},
     {"graph",
-     "usage: seqc graph [--grad] [--text] [--model NAME] [--batch N] FILE\n"
+     "usage: seqc graph [--grad] [--fused] [--text] [--model NAME] [--batch N] FILE\n"
      "\n"
      "Prints the elaborated graph in Graphviz dot: every value with its op and full\n"
      "shape (batch axis included), params as boxes, each recurrent step as a cluster.\n"
      "  seqc graph model.seq | dot -Tsvg > model.svg\n"
      "\n"
      "  --grad           include the backward pass (the gradient of the loss for every param)\n"
+     "  --fused          after the fusion passes: the graph the code generator lowers\n"
      "  --text           print the graph as text, one node per line, instead of dot\n"
      "  --model NAME     the model to show when the file defines several\n"
      "  --batch N        batch size shown in the shapes (default: the train block's, else 32)\n"},
@@ -123,7 +125,7 @@ static const char *const command_help[][2] = {
 };
 
 typedef struct Options {
-    bool grad, text, time, generated;
+    bool grad, text, fused, time, generated;
     const char *model, *emit, *out;
     int64_t batch, bptt, seed, samples;
     const char *files[256];
@@ -145,6 +147,7 @@ static const OptionSpec option_specs[] = {
     {"--bptt", "compile", OPT_INT, offsetof(Options, bptt), 1, 1 << 30},
     {"--grad", "graph", OPT_FLAG, offsetof(Options, grad), 0, 0},
     {"--text", "graph", OPT_FLAG, offsetof(Options, text), 0, 0},
+    {"--fused", "graph", OPT_FLAG, offsetof(Options, fused), 0, 0},
     {"--seed", "gradcheck", OPT_INT, offsetof(Options, seed), 0, LLONG_MAX},
     {"--generated", "gradcheck", OPT_FLAG, offsetof(Options, generated), 0, 0},
     {"--samples", "gradcheck", OPT_INT, offsetof(Options, samples), 1, 1 << 30},
@@ -257,6 +260,9 @@ static void print_timing(const Build *b, double emit_ms, const char *last) {
     const CgTiming *t = cg_timing(b->train_code), *i = cg_timing(b->infer_code);
     fprintf(stderr, "parse and elaborate %.1f ms, autodiff %.1f ms, lower %.1f ms, LLVM O3 %.1f ms, %s %.1f ms\n",
             b->elab_ms, b->autodiff_ms, t->lower_ms + i->lower_ms, t->passes_ms + i->passes_ms, last, emit_ms);
+    const CgStats *s = cg_stats(b->train_code);
+    fprintf(stderr, "training step: %d matmuls with their elementwise epilogue (%d nodes, at most %d in one), "
+            "%d elementwise chains\n", s->epilogues, s->epilogue_nodes, s->largest_epilogue, s->chains);
 }
 
 /* NAME.h for --emit=lib: the C API of runtime/api.c bound to this model. */
@@ -524,10 +530,20 @@ static int cmd_model(const Options *o, const char *cmd) {
         } else if (strcmp(cmd, "summary") == 0) {
             summary_print(m.graph, stdout);
             status = 0;
-        } else if (!o->grad || (schedule_tbptt(m.graph, &m.recipe, &go, &d) && ad_backward(m.graph, &go, &d))) {
-            if (o->text) graph_print(m.graph, stdout);
-            else graph_dot(m.graph, stdout);
-            status = 0;
+        } else {
+            if (o->fused) fuse_softmax_ce(m.graph);
+            bool ok = !o->grad || (schedule_tbptt(m.graph, &m.recipe, &go, &d) && ad_backward(m.graph, &go, &d));
+            char *error = NULL;
+            if (ok && o->fused && !fuse_graph(m.graph, NULL, &error)) {
+                fprintf(stderr, "%s\n", error);
+                free(error);
+                ok = false;
+            }
+            if (ok) {
+                if (o->text) graph_print(m.graph, stdout);
+                else graph_dot(m.graph, stdout);
+                status = 0;
+            }
         }
         if (fflush(stdout) != 0) status = 1;
     }

@@ -130,57 +130,80 @@ void rt_init_glorot_normal(double *out, const int64_t *dims, int rank, RtRng *rn
         out[i] = stddev * rt_rng_truncated_normal(rng);
 }
 
-/* Householder QR of a (m x n, row-major, m >= n), returning the thin Q (m x n)
- * with its columns flipped so that diag(R) is non-negative. With that sign
- * convention Q is unique for a full-rank a, so it matches what any other QR
- * routine (LAPACK's, as Keras uses) would produce up to rounding.
- * a is overwritten; v (m x n) holds the unit reflector of column k in rows k..m-1. */
+/* Householder QR of a (m x n, m >= n), returning the thin Q (m x n) with its
+ * columns flipped so that diag(R) is non-negative. With that sign convention
+ * Q is unique for a full-rank a, so it matches what any other QR routine
+ * (LAPACK's, as Keras uses) would produce up to rounding.
+ * All three matrices are column-major (column j at [j * m]), so that every
+ * inner loop walks contiguous memory. a is overwritten with R; v holds the
+ * unit reflector of column k in rows k..m-1 of its column k. */
+/* Columns j0..j1-1 of the column-major x (m rows) times the reflector
+ * I - 2 vk vk^T, whose rows below k are zero. Four columns at a time: their
+ * dot products are independent chains (each still summed in row order, so
+ * the result is that of one column at a time). */
+static void reflect(const double *vk, double *x, int64_t m, int64_t k, int64_t j0, int64_t j1) {
+    int64_t j = j0;
+    for (; j + 4 <= j1; j += 4) {
+        double *c0 = x + j * m, *c1 = c0 + m, *c2 = c1 + m, *c3 = c2 + m;
+        double d0 = 0.0, d1 = 0.0, d2 = 0.0, d3 = 0.0;
+        for (int64_t i = k; i < m; i++) {
+            d0 += vk[i] * c0[i];
+            d1 += vk[i] * c1[i];
+            d2 += vk[i] * c2[i];
+            d3 += vk[i] * c3[i];
+        }
+        for (int64_t i = k; i < m; i++) {
+            c0[i] -= 2.0 * d0 * vk[i];
+            c1[i] -= 2.0 * d1 * vk[i];
+            c2[i] -= 2.0 * d2 * vk[i];
+            c3[i] -= 2.0 * d3 * vk[i];
+        }
+    }
+    for (; j < j1; j++) {
+        double *c = x + j * m, dot = 0.0;
+        for (int64_t i = k; i < m; i++)
+            dot += vk[i] * c[i];
+        for (int64_t i = k; i < m; i++)
+            c[i] -= 2.0 * dot * vk[i];
+    }
+}
+
 static void householder_q(double *a, double *v, double *q, int64_t m, int64_t n) {
     memset(v, 0, (size_t)(m * n) * sizeof *v);
     for (int64_t k = 0; k < n; k++) {
+        double *ak = a + k * m, *vk = v + k * m;
         double norm = 0.0;
         for (int64_t i = k; i < m; i++)
-            norm += a[i * n + k] * a[i * n + k];
+            norm += ak[i] * ak[i];
         norm = sqrt(norm);
         if (norm == 0.0)
             continue; /* column already zero below the diagonal: identity reflector */
         /* Reflect x onto -sign(x0) * |x| e1 so that x0 - alpha never cancels. */
-        double alpha = a[k * n + k] >= 0.0 ? -norm : norm;
+        double alpha = ak[k] >= 0.0 ? -norm : norm;
         double vnorm = 0.0;
         for (int64_t i = k; i < m; i++) {
-            v[i * n + k] = a[i * n + k] - (i == k ? alpha : 0.0);
-            vnorm += v[i * n + k] * v[i * n + k];
+            vk[i] = ak[i] - (i == k ? alpha : 0.0);
+            vnorm += vk[i] * vk[i];
         }
         vnorm = sqrt(vnorm);
         for (int64_t i = k; i < m; i++)
-            v[i * n + k] /= vnorm;
-        for (int64_t j = k; j < n; j++) {
-            double dot = 0.0;
-            for (int64_t i = k; i < m; i++)
-                dot += v[i * n + k] * a[i * n + j];
-            for (int64_t i = k; i < m; i++)
-                a[i * n + j] -= 2.0 * dot * v[i * n + k];
-        }
+            vk[i] /= vnorm;
+        reflect(vk, a, m, k, k, n);
     }
     /* Q = H_0 H_1 ... H_{n-1} applied to the first n columns of I, last reflector first. */
     memset(q, 0, (size_t)(m * n) * sizeof *q);
     for (int64_t i = 0; i < n; i++)
-        q[i * n + i] = 1.0;
-    for (int64_t k = n - 1; k >= 0; k--) {
-        for (int64_t j = 0; j < n; j++) {
-            double dot = 0.0;
-            for (int64_t i = k; i < m; i++)
-                dot += v[i * n + k] * q[i * n + j];
-            for (int64_t i = k; i < m; i++)
-                q[i * n + j] -= 2.0 * dot * v[i * n + k];
-        }
-    }
+        q[i * m + i] = 1.0;
+    /* Columns left of k are still e_j there (every reflector so far is zero
+     * in their row), and H_k leaves them so: it need not touch them. */
+    for (int64_t k = n - 1; k >= 0; k--)
+        reflect(v + k * m, q, m, k, k, n);
     /* a now holds R. A zero diagonal keeps its column unflipped rather than
      * zeroed (numpy's sign(0) = 0), so the result stays orthogonal. */
     for (int64_t j = 0; j < n; j++) {
-        if (a[j * n + j] < 0.0) {
+        if (a[j * m + j] < 0.0) {
             for (int64_t i = 0; i < m; i++)
-                q[i * n + j] = -q[i * n + j];
+                q[j * m + i] = -q[j * m + i];
         }
     }
 }
@@ -204,17 +227,21 @@ RtInitStatus rt_init_orthogonal(double *out, const int64_t *dims, int rank, RtRn
         return RT_INIT_NO_MEMORY;
     double *a = scratch, *v = scratch + count, *q = scratch + 2 * count;
 
-    for (size_t i = 0; i < count; i++)
-        a[i] = rt_rng_normal(rng);
+    /* The draws fill the m x n matrix row by row; a holds it by columns. */
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            a[j * m + i] = rt_rng_normal(rng);
     householder_q(a, v, q, m, n);
 
+    /* Q(i, j) is q[j * m + i]; a wide shape takes Q transposed. */
     if (rows >= cols) {
-        for (size_t i = 0; i < count; i++)
-            out[i] = gain * q[i];
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                out[i * n + j] = gain * q[j * m + i];
     } else {
         for (int64_t i = 0; i < rows; i++)
             for (int64_t j = 0; j < cols; j++)
-                out[i * cols + j] = gain * q[j * n + i];
+                out[i * cols + j] = gain * q[i * m + j];
     }
     free(scratch);
     return RT_INIT_OK;

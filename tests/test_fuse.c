@@ -559,6 +559,55 @@ START_TEST(generated_examples) {
 }
 END_TEST
 
+/* The nodes of a forward scan's body that depend on its product of a carried
+ * state (h @ U): a cell's whole gate arithmetic. */
+static int recurrent_dependents(const Graph *body) {
+    bool *mark = calloc((size_t)body->nodes.len, sizeof *mark);
+    ck_assert_ptr_nonnull(mark);
+    int count = 0;
+    for (int i = 0; i < body->nodes.len; i++) {
+        const Node *n = body->nodes.items[i];
+        bool dep = n->op == OP_MATMUL && n->in[0]->op == OP_STATE_IN;
+        for (int k = 0; k < n->nin && !dep; k++) dep = mark[n->in[k]->id];
+        mark[n->id] = dep;
+        count += dep;
+    }
+    free(mark);
+    return count;
+}
+
+/* The gate arithmetic of cells written in the language runs inside the
+ * recurrent matmul's kernel: the peephole LSTM's (its gates read slices of
+ * a param, its states a mask) and the stock LSTM's; not one node of it on
+ * its own. */
+START_TEST(epilogue_takes_the_gates) {
+    const char *lstm = "model m { input x: f32[5, 3]  target y: f32[2]\n"
+                       "  h = lstm(x, units: 16)  p = dense(h, units: 2)  loss mse(p, y) }";
+    const char *texts[] = {user_cells[1], lstm};
+    for (int t = 0; t < 2; t++) {
+        Loaded l;
+        load(&l, texts[t], NULL, 4, all_passes);
+        Graph *g = l.model.graph;
+        int expected = 0;
+        for (int i = 0; i < g->nodes.len; i++) {
+            const Node *n = g->nodes.items[i];
+            if (n->op == OP_SCAN && !n->scan.reverse) expected = recurrent_dependents(n->scan.body);
+        }
+        ck_assert_int_gt(expected, 8);
+        char *err = NULL;
+        CgModule *m = cg_lower(g, g->name, &err);
+        ck_assert_msg(m != NULL, "%s", err ? err : "?");
+        /* The peephole cell's kernel also takes the products of its peephole
+         * weights and of the mask with the states (they read no gate, but
+         * have a gate's shape): more than the dependents. */
+        if (t == 0) ck_assert_int_ge(cg_stats(m)->largest_epilogue, expected);
+        else ck_assert_int_eq(cg_stats(m)->largest_epilogue, expected);
+        cg_free(m);
+        unload(&l);
+    }
+}
+END_TEST
+
 static Suite *fuse_suite(void) {
     Suite *s = suite_create("fuse");
     TCase *eq = tcase_create("equivalence");
@@ -580,6 +629,7 @@ static Suite *fuse_suite(void) {
     tcase_add_loop_test(cg, generated_rnn_models, 0, NRNN);
     tcase_add_loop_test(cg, generated_user_cells, 0, NUSER);
     tcase_add_loop_test(cg, generated_examples, 0, examples_to_run());
+    tcase_add_test(cg, epilogue_takes_the_gates);
     suite_add_tcase(s, cg);
     return s;
 }

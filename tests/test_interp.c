@@ -4,6 +4,7 @@
 #include <check.h>
 #include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "elab.h"
 #include "init.h"
 #include "interp.h"
+#include "mathf.h"
 #include "program.h"
 #include "rng.h"
 #include "shape.h"
@@ -1348,6 +1350,44 @@ START_TEST(examples_run) {
 }
 END_TEST
 
+/* |got - want| in units of the last place of want rounded to f32 (of the
+ * smallest denormal where want is below the normal range). */
+static double ulps(float got, double want) {
+    if (isinf(want) || isnan(want)) return got == want || (isnan(got) && isnan(want)) ? 0 : INFINITY;
+    float w = fabsf((float)want);
+    double unit = w < 1.17549435e-38f ? 1.40129846e-45 : (double)(nextafterf(w, INFINITY) - w);
+    return fabs((double)got - want) / unit;
+}
+
+/* mathf.c, the f32 exp and tanh both the interpreter and the generated code
+ * compute: within 2 ulp of the exact function over the float range (a
+ * sample of about a million bit patterns, every sign and exponent), and the
+ * special values right. */
+START_TEST(f32_exp_and_tanh_accuracy) {
+    double worst_exp = 0, worst_tanh = 0;
+    float at_exp = 0, at_tanh = 0;
+    for (uint64_t b = 0; b < 0x100000000ull; b += 4093) {
+        uint32_t bits = (uint32_t)b;
+        float x;
+        memcpy(&x, &bits, sizeof x);
+        if (isnan(x)) continue;
+        double e = ulps(seqc_expf(x), exp((double)x)), t = ulps(seqc_tanhf(x), tanh((double)x));
+        if (e > worst_exp) worst_exp = e, at_exp = x;
+        if (t > worst_tanh) worst_tanh = t, at_tanh = x;
+    }
+    ck_assert_msg(worst_exp <= 2, "exp: %.2f ulp at %a", worst_exp, (double)at_exp);
+    ck_assert_msg(worst_tanh <= 2, "tanh: %.2f ulp at %a", worst_tanh, (double)at_tanh);
+    ck_assert(isnan(seqc_expf(NAN)) && isnan(seqc_tanhf(NAN)));
+    ck_assert(seqc_expf(INFINITY) == INFINITY && seqc_expf(-INFINITY) == 0 && seqc_expf(89.0f) == INFINITY);
+    ck_assert(seqc_expf(0) == 1 && seqc_expf(-104.0f) == 0 && seqc_expf(-100.0f) > 0);
+    ck_assert(seqc_tanhf(INFINITY) == 1 && seqc_tanhf(-INFINITY) == -1 && seqc_tanhf(20.0f) == 1);
+    ck_assert(seqc_tanhf(0.0f) == 0 && signbit(seqc_tanhf(-0.0f)));
+    /* Either side of the switch from the polynomial to exp. */
+    ck_assert_double_le(ulps(seqc_tanhf(nextafterf(0.625f, 0)), tanh((double)nextafterf(0.625f, 0))), 2);
+    ck_assert_double_le(ulps(seqc_tanhf(0.625f), tanh(0.625)), 2);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("interp");
     TCase *cells = tcase_create("cells");
@@ -1386,6 +1426,7 @@ int main(void) {
     tcase_add_test_raise_signal(ops, id_outside_vocabulary_aborts, SIGABRT);
     tcase_add_test_raise_signal(ops, target_class_outside_aborts, SIGABRT);
     tcase_add_test(ops, f32_rounds_every_result);
+    tcase_add_test(ops, f32_exp_and_tanh_accuracy);
     tcase_add_test(ops, init_params_from_specs);
     suite_add_tcase(s, ops);
     TCase *opt = tcase_create("optimizers");

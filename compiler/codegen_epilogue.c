@@ -1,0 +1,413 @@
+/* Epilogue fusion: a matrix product and the elementwise work that reads it,
+ * as one kernel.
+ *
+ * The pattern is generic: z = x @ w, then elementwise nodes of z's shape
+ * (adding a per-step input, a bias), then slices of z's last axis into equal
+ * parts, then elementwise nodes of a part's shape (the gate arithmetic of any
+ * cell: an LSTM's four gates, a GRU's three, a SimpleRNN's one part, a Dense
+ * layer's bias and activation). Nothing here knows a cell.
+ *
+ * The kernel walks the parts' columns in vectors: for columns j .. j + lanes
+ * of a part it keeps the product's columns q*W + j .. for every part q and a
+ * few rows in registers while the inner dimension runs, then evaluates every
+ * node of the group for those rows and columns: a slice is no copy, just the
+ * part it names. The group's nodes need not be consecutive: nodes between
+ * them that read none of them run first, and the kernel where the last
+ * member stood. The tile's sums pass through a small stack buffer (one tile:
+ * 4 KB at most, in the first-level cache) so that the elementwise code is
+ * emitted once per tile, not once per row of it. A node's value is stored
+ * only where something outside the group reads it; in a recurrent step the
+ * pre-activations and gates never reach memory.
+ *
+ * Precision: the product's sums are codegen_gemm.c's (one FMA per term, in
+ * order), every elementwise node is its own rule (codegen_ops.c) on vectors:
+ * the results equal the unfused code's bit for bit. */
+#define SEQC_CODEGEN_INTERNAL
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen.h"
+
+#define LANES 16
+/* Accumulators of a tile (parts x rows) the registers hold, with room for
+ * the loaded vectors of B. */
+#define MAX_ACC 16
+#define MAX_PARTS 8
+#define MAX_ROWS 4
+/* As codegen_gemm.c: a panel of B up to this size is copied to the stack so
+ * that its rows, a power of two apart in w, do not share cache sets. */
+#define MAX_PANEL_BYTES (256 * 1024)
+/* The group ends after this many nodes in a row that do not join it. */
+#define MAX_OTHERS 16
+
+typedef enum {
+    M_PRODUCT,      /* the matmul */
+    M_WIDE,         /* elementwise, the product's shape */
+    M_SLICE,        /* part `start / W` of a wide member */
+    M_OUT_SLICE,    /* columns [start, start + W) of a value outside the group */
+    M_NARROW,       /* elementwise, a part's shape */
+} Kind;
+
+/* How an operand from outside the group is read at (row m, column c). */
+typedef enum { F_FULL, F_ROW, F_SCALAR, F_EXAMPLE } Form;
+
+typedef struct CgEpilogue {
+    int n;                  /* members, in graph order; [0] the product */
+    const Node **node;
+    Kind *kind;
+    bool *store;            /* read outside the group */
+    int span;               /* positions of g->nodes from the product to the last member */
+    Type wide, narrow;
+    int64_t N, K, W, Q;     /* product columns, inner size, part width, parts (N / W) */
+    int64_t rows;           /* rows of the product per example (the leading axes) */
+} CgEpilogue;
+typedef CgEpilogue Group;
+
+static void group_free(Group *G) {
+    free(G->node);
+    free(G->kind);
+    free(G->store);
+}
+
+static int member(const Group *G, const Node *x) {
+    for (int k = 0; k < G->n; k++)
+        if (G->node[k] == x) return k;
+    return -1;
+}
+
+/* An f32 value from outside the group, read at every element of type t: the
+ * same shape, a vector along the last axis, one number, or one number per
+ * example (a mask's step). */
+static bool outside_form(const Node *x, const Type *t, Form *form) {
+    if (x->type.dtype != DT_F32) return false;
+    if (type_equal(&x->type, t)) *form = F_FULL;
+    else if (type_elements(&x->type) == 1) *form = x->type.batched ? F_EXAMPLE : F_SCALAR;
+    else if (!x->type.batched && x->type.rank == 1 && x->type.dims[0] == t->dims[t->rank - 1]) *form = F_ROW;
+    else return false;
+    return true;
+}
+
+/* A type equal to t but for the last axis: the rows line up. */
+static bool same_rows(const Type *a, const Type *t) {
+    if (a->dtype != DT_F32 || a->batched != t->batched || a->rank != t->rank) return false;
+    for (int d = 0; d + 1 < t->rank; d++)
+        if (a->dims[d] != t->dims[d]) return false;
+    return true;
+}
+
+/* Can elementwise node n join as `kind` (M_WIDE or M_NARROW)? */
+static bool map_joins(const Group *G, const Node *n, Kind kind) {
+    const Node *ops[4];
+    int nops = cg_map_operands(n, ops);
+    const Type *t = kind == M_WIDE ? &G->wide : &G->narrow;
+    if (!nops || !type_equal(&n->type, t)) return false;
+    for (int k = 0; k < nops; k++) {
+        int m = member(G, ops[k]);
+        Form f;
+        if (m < 0 ? !outside_form(ops[k], t, &f)
+                  : (kind == M_WIDE) != (G->kind[m] == M_PRODUCT || G->kind[m] == M_WIDE))
+            return false;
+    }
+    return true;
+}
+
+/* Can slice n join? Sets the part width on the first one. */
+static bool slice_joins(Group *G, const Node *n, Kind *kind) {
+    if (n->op != OP_SLICE || !same_rows(&n->type, &G->wide)) return false;
+    int64_t len = n->slice.len, start = n->slice.start;
+    if (len <= 0 || len >= G->N || G->N % len != 0 || (G->W && G->W != len)) return false;
+    const Node *x = n->in[0];
+    int m = member(G, x);
+    if (m >= 0) {
+        if ((G->kind[m] != M_PRODUCT && G->kind[m] != M_WIDE) || start % len != 0) return false;
+        *kind = M_SLICE;
+    } else {
+        if (!same_rows(&x->type, &G->wide) || start < 0 || start + len > x->type.dims[x->type.rank - 1]) return false;
+        *kind = M_OUT_SLICE;
+    }
+    G->W = len;
+    G->narrow = G->wide;
+    G->narrow.dims[G->narrow.rank - 1] = len;
+    return true;
+}
+
+static bool reads_member(const Group *G, const Node *n) {
+    for (int a = 0; a < n->nin; a++)
+        if (member(G, n->in[a]) >= 0) return true;
+    return false;
+}
+
+/* Is x read by a node of g outside the group, or by the scan (an output)? */
+static bool read_outside(const Group *G, const Graph *g, const Node *x) {
+    if (!g->parent) return true; /* a model graph's values may be read by the host */
+    for (int k = 0; k < g->outputs.len; k++)
+        if (g->outputs.items[k] == x) return true;
+    for (int k = 0; k < g->nodes.len; k++) {
+        const Node *n = g->nodes.items[k];
+        if (member(G, n) >= 0) continue;
+        for (int a = 0; a < n->nin; a++)
+            if (n->in[a] == x) return true;
+    }
+    return false;
+}
+
+static bool find_group(const Graph *g, int i, const bool *taken, Group *G) {
+    memset(G, 0, sizeof *G);
+    const Node *mm = g->nodes.items[i];
+    if (mm->op != OP_MATMUL || mm->type.dtype != DT_F32 || mm->type.rank < 1) return false;
+    const Node *x = mm->in[0], *w = mm->in[1];
+    if (w->type.batched || w->type.rank != 2 || w->type.dtype != DT_F32 || x->type.dtype != DT_F32 ||
+        x->type.batched != mm->type.batched)
+        return false;
+    G->wide = mm->type;
+    G->K = w->type.dims[0];
+    G->N = w->type.dims[1];
+    if (G->wide.dims[G->wide.rank - 1] != G->N || type_elements(&x->type) / G->K != type_elements(&mm->type) / G->N)
+        return false;
+    G->rows = type_elements(&mm->type) / G->N;
+    int cap = g->nodes.len - i;
+    G->node = malloc(sizeof *G->node * (size_t)cap);
+    G->kind = malloc(sizeof *G->kind * (size_t)cap);
+    G->store = malloc(sizeof *G->store * (size_t)cap);
+    if (!G->node || !G->kind || !G->store) return false;
+    G->node[0] = mm;
+    G->kind[0] = M_PRODUCT;
+    G->n = 1;
+    G->span = 1;
+    /* Nodes that read no member (a slice of a param, work on another value)
+     * run before the kernel, which runs where its last member stood. */
+    int others = 0;
+    for (int j = i + 1; j < g->nodes.len && j != g->nforward && others < MAX_OTHERS; j++) {
+        const Node *n = g->nodes.items[j];
+        if (!cg_has_code(n->op)) continue;
+        /* Another group's node; or a sibling product, which makes a better
+         * group of its own (x @ W + h @ U: the recurrent one is later). */
+        if (taken[j] || (n->op == OP_MATMUL && type_equal(&n->type, &G->wide))) break;
+        Kind kind;
+        if (map_joins(G, n, M_WIDE)) kind = M_WIDE;
+        else if (slice_joins(G, n, &kind)) {
+        } else if (G->W && map_joins(G, n, M_NARROW)) kind = M_NARROW;
+        else if (!reads_member(G, n)) {
+            others++;
+            continue;
+        } else break;
+        G->node[G->n] = n;
+        G->kind[G->n++] = kind;
+        G->span = j - i + 1;
+        others = 0;
+    }
+    if (!G->W) {
+        G->W = G->N;
+        G->narrow = G->wide;
+    }
+    G->Q = G->N / G->W;
+    if (G->n < 2 || G->Q > MAX_PARTS) return false;
+    for (int k = 0; k < G->n; k++) G->store[k] = read_outside(G, g, G->node[k]);
+    return true;
+}
+
+CgEpilogue *cg_epilogue_find(const Graph *g, int i, bool *taken, int *last) {
+    Group *G = malloc(sizeof *G);
+    if (!G) return NULL;
+    if (!find_group(g, i, taken, G)) {
+        cg_epilogue_free(G);
+        return NULL;
+    }
+    *last = i + G->span - 1;
+    for (int j = i; j <= *last; j++)
+        if (member(G, g->nodes.items[j]) >= 0) taken[j] = true;
+    return G;
+}
+
+void cg_epilogue_free(CgEpilogue *e) {
+    if (!e) return;
+    group_free(e);
+    free(e);
+}
+
+/* ---- emission ------------------------------------------------------------------ */
+
+static LLVMTypeRef vec_of(Cg *cg, int lanes) { return lanes > 1 ? LLVMVectorType(cg->t_f32, (unsigned)lanes) : cg->t_f32; }
+
+static LLVMValueRef load_lanes(Cg *cg, LLVMValueRef base, LLVMValueRef idx, int lanes) {
+    LLVMValueRef v = LLVMBuildLoad2(cg->b, vec_of(cg, lanes), cg_gep(cg, cg->t_f32, base, idx), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+static void store_lanes(Cg *cg, LLVMValueRef base, LLVMValueRef idx, LLVMValueRef v) {
+    LLVMValueRef st = LLVMBuildStore(cg->b, v, cg_gep(cg, cg->t_f32, base, idx));
+    LLVMSetAlignment(st, 4);
+}
+
+static LLVMValueRef splat_value(Cg *cg, LLVMValueRef s, int lanes) {
+    if (lanes == 1) return s;
+    LLVMTypeRef vt = vec_of(cg, lanes);
+    LLVMValueRef one = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), s, LLVMConstInt(cg->t_i32, 0, false), "");
+    return LLVMBuildShuffleVector(cg->b, one, LLVMGetPoison(vt), LLVMConstNull(LLVMVectorType(cg->t_i32, (unsigned)lanes)),
+                                  "");
+}
+
+/* An outside operand at row m, columns c .. c + lanes of a value of type t. */
+static LLVMValueRef load_outside(Cg *cg, const Group *G, const Node *x, const Type *t, LLVMValueRef m, LLVMValueRef c,
+                                 int lanes) {
+    Form f;
+    outside_form(x, t, &f);
+    LLVMValueRef base = cg_base(cg, x);
+    int64_t L = t->dims[t->rank - 1];
+    switch (f) {
+    case F_FULL: return load_lanes(cg, base, cg_mad(cg, m, L, c), lanes);
+    case F_ROW: return load_lanes(cg, base, c, lanes);
+    case F_EXAMPLE: {
+        LLVMValueRef ex = G->rows == 1 ? m : LLVMBuildUDiv(cg->b, m, cg_i64(cg, G->rows), "");
+        return splat_value(cg, cg_load(cg, cg->t_f32, base, ex), lanes);
+    }
+    default: return splat_value(cg, cg_load(cg, cg->t_f32, base, cg_i64(cg, 0)), lanes);
+    }
+}
+
+/* Every member at row m, part columns j0 .. j0 + lanes; the product's parts
+ * are in sums[q]. val[k * MAX_PARTS + q] holds member k's value in part q
+ * (narrow members: q = 0). */
+static void evaluate(Cg *cg, const Group *G, LLVMValueRef m, LLVMValueRef j0, int lanes, LLVMValueRef *sums,
+                     LLVMValueRef *val) {
+    int saved = cg->lanes;
+    cg->lanes = lanes;
+    for (int k = 0; k < G->n; k++) {
+        const Node *n = G->node[k];
+        bool wide = G->kind[k] == M_PRODUCT || G->kind[k] == M_WIDE;
+        int nparts = wide ? (int)G->Q : 1;
+        for (int q = 0; q < nparts; q++) {
+            LLVMValueRef col = wide ? cg_add(cg, j0, cg_i64(cg, q * G->W)) : j0, v;
+            switch (G->kind[k]) {
+            case M_PRODUCT: v = sums[q]; break;
+            case M_SLICE: v = val[member(G, n->in[0]) * MAX_PARTS + n->slice.start / G->W]; break;
+            case M_OUT_SLICE: {
+                const Node *x = n->in[0];
+                int64_t L = x->type.dims[x->type.rank - 1];
+                v = load_lanes(cg, cg_base(cg, x), cg_mad(cg, m, L, cg_add(cg, j0, cg_i64(cg, n->slice.start))), lanes);
+                break;
+            }
+            default: {
+                const Node *ops[4];
+                LLVMValueRef in[4];
+                int nops = cg_map_operands(n, ops);
+                for (int a = 0; a < nops; a++) {
+                    int mi = member(G, ops[a]);
+                    in[a] = mi >= 0 ? val[mi * MAX_PARTS + (wide ? q : 0)]
+                                    : load_outside(cg, G, ops[a], wide ? &G->wide : &G->narrow, m, col, lanes);
+                }
+                v = cg_map_value(cg, n, in);
+            }
+            }
+            val[k * MAX_PARTS + q] = v;
+            if (G->store[k]) store_lanes(cg, cg_base(cg, n), cg_mad(cg, m, wide ? G->N : G->W, col), v);
+        }
+    }
+    cg->lanes = saved;
+}
+
+/* Rows m0 .. m0 + mr at part columns j0 .. j0 + lanes: the product's sums
+ * over the inner dimension, then every member row by row. B(p, q*W + j0 + l)
+ * is read at b[p * b_sp + q * b_sq + bj0 + l] (bj0 is 0 in a panel). */
+static void tile_at(Cg *cg, const Group *G, LLVMValueRef m0, int mr, LLVMValueRef j0, LLVMValueRef bj0, int lanes,
+                    LLVMValueRef b, int64_t b_sp, int64_t b_sq, LLVMValueRef buf, LLVMValueRef *val) {
+    LLVMTypeRef vt = vec_of(cg, lanes);
+    LLVMValueRef acc[MAX_ROWS][MAX_PARTS], xb = cg_base(cg, G->node[0]->in[0]);
+    int Q = (int)G->Q;
+    for (int r = 0; r < mr; r++)
+        for (int q = 0; q < Q; q++) acc[r][q] = cg_local(cg, vt, LLVMConstNull(vt));
+    CgLoop lp = cg_loop_begin(cg, G->K);
+    LLVMValueRef bv[MAX_PARTS];
+    for (int q = 0; q < Q; q++)
+        bv[q] = load_lanes(cg, b, cg_add(cg, cg_mad(cg, lp.i, b_sp, bj0), cg_i64(cg, q * b_sq)), lanes);
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef row = cg_add(cg, m0, cg_i64(cg, r));
+        LLVMValueRef a = splat_value(cg, cg_load(cg, cg->t_f32, xb, cg_mad(cg, row, G->K, lp.i)), lanes);
+        for (int q = 0; q < Q; q++) cg_set(cg, acc[r][q], cg_fma(cg, a, bv[q], cg_get(cg, vt, acc[r][q])));
+    }
+    cg_loop_end(cg, &lp);
+    for (int r = 0; r < mr; r++)
+        for (int q = 0; q < Q; q++)
+            store_lanes(cg, buf, cg_i64(cg, ((int64_t)r * Q + q) * lanes), cg_get(cg, vt, acc[r][q]));
+    CgLoop lr = cg_loop_begin(cg, mr);
+    LLVMValueRef sums[MAX_PARTS];
+    for (int q = 0; q < Q; q++) sums[q] = load_lanes(cg, buf, cg_mul(cg, cg_add(cg, cg_mul(cg, lr.i, Q), cg_i64(cg, q)), lanes), lanes);
+    evaluate(cg, G, cg_add(cg, m0, lr.i), j0, lanes, sums, val);
+    cg_loop_end(cg, &lr);
+}
+
+/* Every row for part columns j0 .. j0 + lanes. */
+static void columns(Cg *cg, const Group *G, LLVMValueRef j0, int lanes, LLVMValueRef buf, LLVMValueRef panel,
+                    LLVMValueRef *val) {
+    LLVMValueRef b = cg_base(cg, G->node[0]->in[1]);
+    int64_t b_sp = G->N, b_sq = G->W, Q = G->Q;
+    LLVMValueRef bj0 = j0;
+    if (panel) {
+        /* The columns this block reads, as rows of Q * lanes floats. */
+        CgLoop lp = cg_loop_begin(cg, G->K);
+        for (int64_t q = 0; q < Q; q++) {
+            LLVMValueRef v = load_lanes(cg, b, cg_add(cg, cg_mad(cg, lp.i, b_sp, j0), cg_i64(cg, q * b_sq)), lanes);
+            store_lanes(cg, panel, cg_mad(cg, lp.i, Q * lanes, cg_i64(cg, q * lanes)), v);
+        }
+        cg_loop_end(cg, &lp);
+        b = panel;
+        b_sp = Q * lanes;
+        b_sq = lanes;
+        bj0 = cg_i64(cg, 0);
+    }
+    int mr = (int)(MAX_ACC / Q);
+    if (mr > MAX_ROWS) mr = MAX_ROWS;
+    if (mr < 1) mr = 1;
+    int64_t M = (G->wide.batched ? cg->batch : 1) * G->rows, blocks = M / mr;
+    if (blocks > 0) {
+        CgLoop lm = cg_loop_begin(cg, blocks);
+        tile_at(cg, G, cg_mul(cg, lm.i, mr), mr, j0, bj0, lanes, b, b_sp, b_sq, buf, val);
+        cg_loop_end(cg, &lm);
+    }
+    if (M % mr) {
+        CgLoop lm = cg_loop_begin(cg, M % mr);
+        tile_at(cg, G, cg_add(cg, lm.i, cg_i64(cg, blocks * mr)), 1, j0, bj0, lanes, b, b_sp, b_sq, buf, val);
+        cg_loop_end(cg, &lm);
+    }
+}
+
+static LLVMValueRef stack_array(Cg *cg, int64_t floats) {
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+    LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
+    LLVMValueRef a = LLVMBuildAlloca(cg->b, LLVMArrayType2(cg->t_f32, (uint64_t)floats), "");
+    LLVMSetAlignment(a, 64);
+    LLVMPositionBuilderAtEnd(cg->b, here);
+    return a;
+}
+
+/* Part columns in blocks of 16 lanes, then 8, then one at a time. */
+int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
+    const Group G = *e;
+    LLVMValueRef *val = calloc((size_t)G.n * MAX_PARTS, sizeof *val);
+    if (!val) {
+        cg_fail(cg, G.node[0], "out of memory");
+        return 0;
+    }
+    LLVMValueRef buf = stack_array(cg, (int64_t)MAX_ACC * LANES);
+    bool pack = G.K * G.Q * LANES * 4 <= MAX_PANEL_BYTES;
+    LLVMValueRef panel = pack ? stack_array(cg, G.K * G.Q * LANES) : NULL;
+    int64_t j = 0, wide = G.W / LANES;
+    if (wide > 0) {
+        CgLoop lj = cg_loop_begin(cg, wide);
+        columns(cg, &G, cg_mul(cg, lj.i, LANES), LANES, buf, panel, val);
+        cg_loop_end(cg, &lj);
+        j = wide * LANES;
+    }
+    if (G.W - j >= LANES / 2) {
+        columns(cg, &G, cg_i64(cg, j), LANES / 2, buf, panel, val);
+        j += LANES / 2;
+    }
+    if (j < G.W) {
+        CgLoop lj = cg_loop_begin(cg, G.W - j);
+        columns(cg, &G, cg_add(cg, lj.i, cg_i64(cg, j)), 1, buf, NULL, val);
+        cg_loop_end(cg, &lj);
+    }
+    free(val);
+    return G.n;
+}

@@ -1,0 +1,48 @@
+/* The specification of codegen_math.c: change one, change the other. */
+#include "mathf.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static float pow2(int32_t n) {
+    uint32_t bits = (uint32_t)(n + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+float seqc_expf(float x) {
+    if (x != x) return x;
+    float xc = x < SEQC_EXP_LO ? SEQC_EXP_LO : x;
+    xc = xc > SEQC_EXP_HI ? SEQC_EXP_HI : xc;
+    /* x = n ln2 + r, |r| <= ln2 / 2, ln2 in two parts so that r is exact */
+    float n = fmaf(xc, SEQC_LOG2E, SEQC_ROUNDER) - SEQC_ROUNDER;
+    float r = fmaf(-n, SEQC_LN2_HI, xc);
+    r = fmaf(-n, SEQC_LN2_LO, r);
+    float p = fmaf(SEQC_EXP_P0, r, SEQC_EXP_P1);
+    p = fmaf(p, r, SEQC_EXP_P2);
+    p = fmaf(p, r, SEQC_EXP_P3);
+    p = fmaf(p, r, SEQC_EXP_P4);
+    p = fmaf(p, r, SEQC_EXP_P5);
+    float y = fmaf(p, r * r, r) + 1.0f;
+    /* 2^n in two factors: n runs from -150 to 128, beyond one float's exponent */
+    int32_t ni = (int32_t)n, n1 = ni / 2, n2 = ni - n1;
+    return y * pow2(n1) * pow2(n2);
+}
+
+float seqc_tanhf(float x) {
+    float z = fabsf(x);
+    /* 1 - 2 / (e^2z + 1): e^2z overflows to inf from z = 44.4, giving 1 */
+    float e = seqc_expf(z + z);
+    float big = 1.0f - 2.0f / (e + 1.0f);
+    big = x < 0 ? -big : big;
+    float s = x * x;
+    float p = fmaf(SEQC_TANH_P0, s, SEQC_TANH_P1);
+    p = fmaf(p, s, SEQC_TANH_P2);
+    p = fmaf(p, s, SEQC_TANH_P3);
+    p = fmaf(p, s, SEQC_TANH_P4);
+    float small = fmaf(p * s, x, x);
+    small = x == 0 ? x : small; /* tanh(-0) is -0 */
+    return z < SEQC_TANH_SMALL ? small : big;
+}
