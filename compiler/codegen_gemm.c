@@ -16,7 +16,7 @@
 /* Lanes of a vector: one AVX-512 register of floats. */
 #define LANES 16
 /* The tile: MR rows by NV vectors, MR * NV accumulators of the 32 registers. */
-#define MR 4
+#define MR 8
 #define NV 2
 
 static LLVMTypeRef vec(LLVMTypeRef t, int lanes) { return lanes == 1 ? t : LLVMVectorType(t, (unsigned)lanes); }
@@ -51,16 +51,27 @@ static LLVMValueRef b_value(Cg *cg, const CgGemm *g, LLVMValueRef p, LLVMValueRe
     return v;
 }
 
-/* C(i0 .. i0 + mr, j0 .. j0 + nv * lanes): the accumulators live in locals
- * that the optimizer keeps in registers. */
-static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes) {
+/* C(i0 .. i0 + mr, j0 .. j0 + nv * lanes), kc terms of its sums, A(i, p)
+ * and B(p, j) read for p = 0 .. kc of g (views of a block): the
+ * accumulators live in locals that the optimizer keeps in registers. They
+ * start at 0 when `first` (a run-time i1) and at C's value otherwise: a sum
+ * split into blocks of p takes its terms in the same order, through an f32
+ * that is stored and loaded unchanged. */
+static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes, int64_t kc,
+                 LLVMValueRef first) {
     LLVMTypeRef at = vec(cg->t_f32, lanes);
-    LLVMValueRef acc[MR][NV], is[MR], js[NV];
+    LLVMValueRef acc[MR][NV], is[MR], js[NV], cidx[MR][NV];
     for (int r = 0; r < mr; r++) is[r] = LLVMBuildAdd(cg->b, i0, cg_i64(cg, r), "");
     for (int v = 0; v < nv; v++) js[v] = LLVMBuildAdd(cg->b, j0, cg_i64(cg, (int64_t)v * lanes), "");
     for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) acc[r][v] = cg_local(cg, at, LLVMConstNull(at));
-    CgLoop lp = cg_loop_begin(cg, g->P);
+        for (int v = 0; v < nv; v++) {
+            cidx[r][v] = LLVMBuildAdd(cg->b, cg_mul(cg, is[r], g->c_si), js[v], "");
+            LLVMValueRef old = LLVMBuildLoad2(cg->b, at, cg_gep(cg, cg->t_f32, g->c, cidx[r][v]), "");
+            LLVMSetAlignment(old, 4);
+            acc[r][v] = cg_local(cg, at, NULL);
+            cg_set(cg, acc[r][v], LLVMBuildSelect(cg->b, first, LLVMConstNull(at), old, ""));
+        }
+    CgLoop lp = cg_loop_begin(cg, kc);
     LLVMValueRef bv[NV];
     for (int v = 0; v < nv; v++) bv[v] = b_value(cg, g, lp.i, js[v], lanes);
     for (int r = 0; r < mr; r++) {
@@ -70,86 +81,132 @@ static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int 
     cg_loop_end(cg, &lp);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
-            LLVMValueRef out = cg_get(cg, at, acc[r][v]);
-            LLVMValueRef idx = LLVMBuildAdd(cg->b, cg_mul(cg, is[r], g->c_si), js[v], "");
-            LLVMValueRef st = LLVMBuildStore(cg->b, out, cg_gep(cg, cg->t_f32, g->c, idx));
+            LLVMValueRef st = LLVMBuildStore(cg->b, cg_get(cg, at, acc[r][v]), cg_gep(cg, cg->t_f32, g->c, cidx[r][v]));
             LLVMSetAlignment(st, 4);
         }
 }
 
-/* Every row for columns [j0, j0 + nv * lanes) (or single columns when
- * lanes is 1): MR-row tiles, then the rows left over one at a time. */
-static void column_block(Cg *cg, const CgGemm *g, LLVMValueRef j0, int nv, int lanes) {
-    int64_t blocks = g->M / MR;
+/* Rows 0 .. m of the view g at columns [j0, j0 + nv * lanes) (single
+ * columns when lanes is 1): MR-row tiles, then the rows left over one at a
+ * time. */
+static void column_block(Cg *cg, const CgGemm *g, int64_t m, LLVMValueRef j0, int nv, int lanes, int64_t kc,
+                         LLVMValueRef first) {
+    int64_t blocks = m / MR;
     if (blocks > 0) {
         CgLoop li = cg_loop_begin(cg, blocks);
-        tile(cg, g, cg_mul(cg, li.i, MR), j0, MR, nv, lanes);
+        tile(cg, g, cg_mul(cg, li.i, MR), j0, MR, nv, lanes, kc, first);
         cg_loop_end(cg, &li);
     }
-    if (g->M % MR) {
-        CgLoop li = cg_loop_begin(cg, g->M % MR);
-        tile(cg, g, LLVMBuildAdd(cg->b, li.i, cg_i64(cg, blocks * MR), ""), j0, 1, nv, lanes);
+    if (m % MR) {
+        CgLoop li = cg_loop_begin(cg, m % MR);
+        tile(cg, g, LLVMBuildAdd(cg->b, li.i, cg_i64(cg, blocks * MR), ""), j0, 1, nv, lanes, kc, first);
         cg_loop_end(cg, &li);
     }
 }
 
-/* A panel of B stays in the first-level cache only if it is contiguous: rows
- * of B a power of two apart fall into one cache set. Up to this many bytes
- * the panel is copied to the stack. */
-#define MAX_PANEL_BYTES (512 * 1024)
+/* The blocking (as in Goto and van de Geijn's GEMM): for each block of KC
+ * terms, B's rows of the block are packed once into panels of WIDE columns
+ * (contiguous, so a panel stays in the first-level cache while the tiles of
+ * a row block read it, and a transposed B becomes rows); then for each block
+ * of MC rows, A's block is packed (p-major: a tile's MR values of one p are
+ * adjacent, and a transposed A is read once); then every panel, every tile. */
+#define KC 256
+#define MC 64
+#define WIDE (LANES * NV)
+
+static LLVMValueRef pack_buffer(Cg *cg, const char *what, int64_t floats) {
+    char name[64];
+    snprintf(name, sizeof name, "gemm.%s.%lld", what, (long long)floats);
+    LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+    if (gv) return gv;
+    /* A module global (zero-initialized: .bss, no cost until touched): a
+     * panel of a wide B does not fit on the stack. */
+    LLVMTypeRef t = LLVMArrayType2(cg->t_f32, (uint64_t)floats);
+    gv = LLVMAddGlobal(cg->mod, t, name);
+    LLVMSetInitializer(gv, LLVMConstNull(t));
+    LLVMSetLinkage(gv, LLVMInternalLinkage);
+    LLVMSetAlignment(gv, 64);
+    return gv;
+}
+
+/* B(p0 + p, j) for p < kc and j < npanels * WIDE into bp: panel q holds
+ * columns q * WIDE .. at bp[(q * kc + p) * WIDE + c]. */
+static void pack_b(Cg *cg, const CgGemm *g, LLVMValueRef bp, int64_t npanels, LLVMValueRef p0, int64_t kc) {
+    CgLoop lq = cg_loop_begin(cg, npanels);
+    LLVMValueRef j0 = cg_mul(cg, lq.i, WIDE), dst = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, lq.i, kc * WIDE));
+    if (g->b_trans) {
+        /* Column j of B is row j of the stored matrix: copied along it. */
+        CgLoop lc = cg_loop_begin(cg, WIDE);
+        LLVMValueRef src = cg_gep(cg, cg->t_f32, g->b, cg_add(cg, cg_mul(cg, cg_add(cg, j0, lc.i), g->b_sp), p0));
+        CgLoop lp = cg_loop_begin(cg, kc);
+        cg_store(cg, cg->t_f32, dst, cg_mad(cg, lp.i, WIDE, lc.i), cg_load(cg, cg->t_f32, src, lp.i));
+        cg_loop_end(cg, &lp);
+        cg_loop_end(cg, &lc);
+    } else {
+        CgLoop lp = cg_loop_begin(cg, kc);
+        LLVMValueRef row = cg_add(cg, p0, lp.i);
+        LLVMValueRef v = LLVMBuildLoad2(cg->b, vec(cg->t_f32, WIDE), cg_gep(cg, cg->t_f32, g->b, cg_mad(cg, row, g->b_sp, j0)), "");
+        LLVMSetAlignment(v, 4);
+        LLVMValueRef st = LLVMBuildStore(cg->b, v, cg_gep(cg, cg->t_f32, dst, cg_mul(cg, lp.i, WIDE)));
+        LLVMSetAlignment(st, 64);
+        cg_loop_end(cg, &lp);
+    }
+    cg_loop_end(cg, &lq);
+}
+
+/* A(i0 + r, p0 + p) for r < mc, p < kc into ap[p * mc + r]. */
+static void pack_a(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef i0, int64_t mc, LLVMValueRef p0, int64_t kc) {
+    CgLoop lr = cg_loop_begin(cg, mc);
+    LLVMValueRef src = cg_gep(cg, cg->t_f32, g->a, cg_add(cg, cg_mul(cg, cg_add(cg, i0, lr.i), g->a_si), cg_mul(cg, p0, g->a_sp)));
+    CgLoop lp = cg_loop_begin(cg, kc);
+    cg_store(cg, cg->t_f32, ap, cg_mad(cg, lp.i, mc, lr.i), cg_load(cg, cg->t_f32, src, cg_mul(cg, lp.i, g->a_sp)));
+    cg_loop_end(cg, &lp);
+    cg_loop_end(cg, &lr);
+}
+
+/* Rows i0 .. i0 + mc, every panel, the kc terms packed in ap and bp. */
+static void row_block(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef bp, int64_t npanels, LLVMValueRef i0,
+                      int64_t mc, LLVMValueRef p0, int64_t kc) {
+    pack_a(cg, g, ap, i0, mc, p0, kc);
+    LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, p0, cg_i64(cg, 0), "");
+    CgLoop lq = cg_loop_begin(cg, npanels);
+    CgGemm view = {.M = mc, .N = WIDE, .P = kc, .a = ap, .a_si = 1, .a_sp = mc,
+                   .b = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, lq.i, kc * WIDE)), .b_sp = WIDE,
+                   .c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), cg_mul(cg, lq.i, WIDE))),
+                   .c_si = g->c_si};
+    column_block(cg, &view, mc, cg_i64(cg, 0), NV, LANES, kc, first);
+    cg_loop_end(cg, &lq);
+}
+
+/* Every row, terms p0 .. p0 + kc, the whole panels. */
+static void k_block(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef bp, int64_t npanels, LLVMValueRef p0,
+                    int64_t kc) {
+    pack_b(cg, g, bp, npanels, p0, kc);
+    int64_t mc = g->M < MC ? g->M : MC, full = g->M / mc, rest = g->M % mc;
+    CgLoop li = cg_loop_begin(cg, full);
+    row_block(cg, g, ap, bp, npanels, cg_mul(cg, li.i, mc), mc, p0, kc);
+    cg_loop_end(cg, &li);
+    if (rest) row_block(cg, g, ap, bp, npanels, cg_i64(cg, full * mc), rest, p0, kc);
+}
 
 static void emit_gemm(Cg *cg, const CgGemm *g) {
-    int64_t wide = (int64_t)LANES * NV, nwide = g->N / wide;
-    bool pack = g->P * wide * 4 <= MAX_PANEL_BYTES;
-    /* A transposed B is read in vectors only from a panel. */
-    if (g->b_trans && !pack) nwide = 0;
-    /* Whole tiles, column panel by column panel: the panel is read by every row. */
-    if (nwide > 0) {
-        LLVMValueRef panel = NULL;
-        if (pack) {
-            LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
-            LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
-            panel = LLVMBuildAlloca(cg->b, LLVMArrayType2(cg->t_f32, (uint64_t)(g->P * wide)), "panel");
-            LLVMSetAlignment(panel, 64);
-            LLVMPositionBuilderAtEnd(cg->b, here);
-        }
-        CgLoop lj = cg_loop_begin(cg, nwide);
-        LLVMValueRef j0 = cg_mul(cg, lj.i, wide);
-        if (pack && g->b_trans) {
-            /* Column j0 + c of B is row j0 + c of the stored matrix: copied
-             * along it, into column c of the panel. */
-            CgLoop lc = cg_loop_begin(cg, wide);
-            LLVMValueRef src = cg_gep(cg, cg->t_f32, g->b, cg_mul(cg, cg_add(cg, j0, lc.i), g->b_sp));
-            CgLoop lp = cg_loop_begin(cg, g->P);
-            cg_store(cg, cg->t_f32, panel, cg_mad(cg, lp.i, wide, lc.i), cg_load(cg, cg->t_f32, src, lp.i));
-            cg_loop_end(cg, &lp);
-            cg_loop_end(cg, &lc);
-        } else if (pack) {
-            CgLoop lp = cg_loop_begin(cg, g->P);
-            LLVMTypeRef vt = vec(cg->t_f32, (int)wide);
-            LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, cg_gep(cg, cg->t_f32, g->b, cg_mad(cg, lp.i, g->b_sp, j0)), "");
-            LLVMSetAlignment(v, 4);
-            LLVMValueRef st = LLVMBuildStore(cg->b, v, cg_gep(cg, cg->t_f32, panel, cg_mul(cg, lp.i, wide)));
-            LLVMSetAlignment(st, 64);
-            cg_loop_end(cg, &lp);
-        }
-        if (pack) {
-            CgGemm packed = *g;
-            packed.b = panel;
-            packed.b_sp = wide;
-            packed.b_trans = false;
-            packed.c = cg_gep(cg, cg->t_f32, g->c, j0);
-            column_block(cg, &packed, cg_i64(cg, 0), NV, LANES);
-        } else {
-            column_block(cg, g, j0, NV, LANES);
-        }
-        cg_loop_end(cg, &lj);
+    int64_t npanels = g->N / WIDE;
+    LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false);
+    if (npanels > 0) {
+        int64_t kc = g->P < KC ? g->P : KC, mc = g->M < MC ? g->M : MC;
+        LLVMValueRef bp = pack_buffer(cg, "b", kc * npanels * WIDE), ap = pack_buffer(cg, "a", mc * kc);
+        int64_t full = g->P / kc, rest = g->P % kc;
+        CgLoop lk = cg_loop_begin(cg, full);
+        k_block(cg, g, ap, bp, npanels, cg_mul(cg, lk.i, kc), kc);
+        cg_loop_end(cg, &lk);
+        if (rest) k_block(cg, g, ap, bp, npanels, cg_i64(cg, full * kc), rest);
     }
-    int64_t j = nwide * wide;
-    for (; !g->b_trans && j + LANES <= g->N; j += LANES) column_block(cg, g, cg_i64(cg, j), 1, LANES);
+    /* The columns right of the panels, with the whole sum at once. */
+    int64_t j = npanels * WIDE;
+    for (; !g->b_trans && j + LANES <= g->N; j += LANES) column_block(cg, g, g->M, cg_i64(cg, j), 1, LANES, g->P, yes);
     if (j < g->N) {
         CgLoop lj = cg_loop_begin(cg, g->N - j);
-        column_block(cg, g, LLVMBuildAdd(cg->b, lj.i, cg_i64(cg, j), ""), 1, 1);
+        column_block(cg, g, g->M, LLVMBuildAdd(cg->b, lj.i, cg_i64(cg, j), ""), 1, 1, g->P, yes);
         cg_loop_end(cg, &lj);
     }
 }
