@@ -69,7 +69,8 @@ bool build_model(const BuildOptions *o, Build *b, Diags *d, char **error) {
     free(infer_name);
     if (!b->infer_code) return false;
     if (g->loss && !cg_add_update(b->train_code, &b->train.recipe.opt, error)) return false;
-    if (!cg_optimize(b->train_code, error) || !cg_optimize(b->infer_code, error)) return false;
+    /* The JIT optimizes (or finds the machine code in its cache) itself. */
+    if (!o->jit && (!cg_optimize(b->train_code, error) || !cg_optimize(b->infer_code, error))) return false;
     /* The symbols as the code generator spelled them (a name may need mangling). */
     const CgSignature *us = cg_update_signature(b->train_code);
     b->train_step = strdup(cg_signature(b->train_code)->name);

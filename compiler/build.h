@@ -16,6 +16,7 @@ typedef struct BuildOptions {
     const char *model;      /* --model, or NULL */
     int64_t batch;          /* 0: the recipe's */
     int64_t bptt;           /* 0: the recipe's */
+    bool jit;               /* for cg_jit, which runs the passes: leave the modules unoptimized */
 } BuildOptions;
 
 typedef struct Build {

@@ -251,7 +251,9 @@ void cg_set(Cg *cg, LLVMValueRef local, LLVMValueRef v) { LLVMBuildStore(cg->b, 
 static LLVMBasicBlockRef block(Cg *cg, const char *name) { return LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, name); }
 
 /* for (i = 0; i < n; i++): the body follows loop_begin, loop_end closes it. */
-CgLoop cg_loop_begin(Cg *cg, int64_t n) {
+CgLoop cg_loop_begin(Cg *cg, int64_t n) { return cg_loop_begin_n(cg, cg_i64(cg, n)); }
+
+CgLoop cg_loop_begin_n(Cg *cg, LLVMValueRef n) {
     CgLoop l;
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(cg->b);
     l.header = block(cg, "loop");
@@ -262,7 +264,7 @@ CgLoop cg_loop_begin(Cg *cg, int64_t n) {
     l.i = LLVMBuildPhi(cg->b, cg->t_i64, "i");
     LLVMValueRef zero = cg_i64(cg, 0);
     LLVMAddIncoming(l.i, &zero, &pre, 1);
-    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, l.i, cg_i64(cg, n), ""), body, l.exit);
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, l.i, n, ""), body, l.exit);
     LLVMPositionBuilderAtEnd(cg->b, body);
     return l;
 }
@@ -958,6 +960,25 @@ bool cg_emit(CgModule *m, CgEmitKind kind, const char *path, char **error) {
     if (msg) LLVMDisposeMessage(msg);
     LLVMDisposeTargetMachine(tm);
     return ok;
+}
+
+LLVMModuleRef cg_module_ref(CgModule *m) { return m->mod; }
+
+LLVMMemoryBufferRef cg_emit_object(CgModule *m, char **error) {
+    if (!cg_optimize(m, error)) return NULL;
+    /* As an executable's objects: position-independent, so the JIT's linker
+     * may place it anywhere and reach the process's functions through stubs. */
+    LLVMTargetMachineRef tm = cg_host_machine(m->mod, LLVMRelocPIC, LLVMCodeModelDefault, error);
+    if (!tm) return NULL;
+    LLVMMemoryBufferRef obj = NULL;
+    char *msg = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(tm, m->mod, LLVMObjectFile, &msg, &obj)) {
+        *error = cg_format("seqc: code generator: cannot compile the module: %s", msg ? msg : "");
+        obj = NULL;
+    }
+    if (msg) LLVMDisposeMessage(msg);
+    LLVMDisposeTargetMachine(tm);
+    return obj;
 }
 
 void cg_dump_ir(const CgModule *m, FILE *out) {

@@ -115,6 +115,7 @@ typedef struct CgTiming {
     double lower_ms;        /* graph -> IR, and the verifier */
     double passes_ms;       /* default<O3> */
     double jit_ms;          /* LLJIT: machine code and symbol lookup */
+    bool cached;            /* the machine code came from the object cache (jit.c): no passes ran */
 } CgTiming;
 
 /* What the lowering fused, for tests and reports. */
@@ -283,6 +284,7 @@ LLVMValueRef cg_local(Cg *cg, LLVMTypeRef t, LLVMValueRef init);
 LLVMValueRef cg_get(Cg *cg, LLVMTypeRef t, LLVMValueRef local);
 void cg_set(Cg *cg, LLVMValueRef local, LLVMValueRef v);
 CgLoop cg_loop_begin(Cg *cg, int64_t n);
+CgLoop cg_loop_begin_n(Cg *cg, LLVMValueRef n);    /* an i64 trip count known at run time */
 void cg_loop_end(Cg *cg, CgLoop *l);
 CgIf cg_if(Cg *cg, LLVMValueRef cond);
 void cg_else(Cg *cg, CgIf *f);
@@ -292,6 +294,12 @@ void cg_copy(Cg *cg, LLVMValueRef dst, LLVMValueRef src, int64_t elems);
 void cg_zero(Cg *cg, const Node *n);
 void cg_copy_examples(Cg *cg, const Node *at, LLVMValueRef dst, const Type *dt, LLVMValueRef dst_off, LLVMValueRef src,
                       const Type *st, LLVMValueRef src_off, int64_t len);
+
+/* For jit.c: the module (NULL once handed on), and the module optimized and
+ * compiled for the host into an object file in memory, which the JIT links
+ * (the module stays: cg_free disposes it). NULL with *error set on failure. */
+LLVMModuleRef cg_module_ref(CgModule *m);
+LLVMMemoryBufferRef cg_emit_object(CgModule *m, char **error);
 
 /* A target machine for this host's CPU and features, with the module's triple
  * and data layout set to match it. NULL with *error set on failure; the

@@ -390,7 +390,10 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
         return 0;
     }
     LLVMValueRef buf = stack_array(cg, (int64_t)MAX_ACC * LANES);
-    bool pack = G.K * G.Q * LANES * 4 <= MAX_PANEL_BYTES;
+    /* A panel pays for its copy when several row tiles read it: not for the
+     * one row of a batch-1 step, which reads B once. */
+    int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows;
+    bool pack = G.K * G.Q * LANES * 4 <= MAX_PANEL_BYTES && M > 2 * MAX_ROWS;
     LLVMValueRef panel = pack ? stack_array(cg, G.K * G.Q * LANES) : NULL;
     int64_t j = 0, wide = G.W / LANES;
     if (wide > 0) {

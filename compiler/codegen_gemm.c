@@ -18,6 +18,11 @@
 /* The tile: MR rows by NV vectors, MR * NV accumulators of the 32 registers. */
 #define MR 8
 #define NV 2
+/* A product of one or two rows (a batch-1 step) is a chain of FMAs per
+ * accumulator: four vectors of columns keep four chains going, and B, read
+ * once, is not worth packing. */
+#define NV_ROW 4
+#define FEW_ROWS 2
 
 static LLVMTypeRef vec(LLVMTypeRef t, int lanes) { return lanes == 1 ? t : LLVMVectorType(t, (unsigned)lanes); }
 
@@ -51,18 +56,18 @@ static LLVMValueRef b_value(Cg *cg, const CgGemm *g, LLVMValueRef p, LLVMValueRe
     return v;
 }
 
-/* C(i0 .. i0 + mr, j0 .. j0 + nv * lanes), kc terms of its sums, A(i, p)
- * and B(p, j) read for p = 0 .. kc of g (views of a block): the
- * accumulators live in locals that the optimizer keeps in registers. They
- * start at 0 when `first` (a run-time i1) and at C's value otherwise: a sum
+/* The tile: C(r, j) for r < mr, j < nv * lanes, kc terms of its sums,
+ * A(r, p) and B(p, j) read for p = 0 .. kc (pointers and strides of a view
+ * of a block): the accumulators live in locals that the optimizer keeps in
+ * registers. They start at 0 when `first` and at C's value otherwise: a sum
  * split into blocks of p takes its terms in the same order, through an f32
- * that is stored and loaded unchanged. */
-static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes, int64_t kc,
-                 LLVMValueRef first) {
+ * that is stored and loaded unchanged. Built into the function being built,
+ * whose arguments are a, b, c, kc and first. */
+static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, LLVMValueRef kc, LLVMValueRef first) {
     LLVMTypeRef at = vec(cg->t_f32, lanes);
-    LLVMValueRef acc[MR][NV], is[MR], js[NV], cidx[MR][NV];
-    for (int r = 0; r < mr; r++) is[r] = LLVMBuildAdd(cg->b, i0, cg_i64(cg, r), "");
-    for (int v = 0; v < nv; v++) js[v] = LLVMBuildAdd(cg->b, j0, cg_i64(cg, (int64_t)v * lanes), "");
+    LLVMValueRef acc[MR][NV_ROW], is[MR], js[NV_ROW], cidx[MR][NV_ROW];
+    for (int r = 0; r < mr; r++) is[r] = cg_i64(cg, r);
+    for (int v = 0; v < nv; v++) js[v] = cg_i64(cg, (int64_t)v * lanes);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
             cidx[r][v] = LLVMBuildAdd(cg->b, cg_mul(cg, is[r], g->c_si), js[v], "");
@@ -71,8 +76,8 @@ static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int 
             acc[r][v] = cg_local(cg, at, NULL);
             cg_set(cg, acc[r][v], LLVMBuildSelect(cg->b, first, LLVMConstNull(at), old, ""));
         }
-    CgLoop lp = cg_loop_begin(cg, kc);
-    LLVMValueRef bv[NV];
+    CgLoop lp = cg_loop_begin_n(cg, kc);
+    LLVMValueRef bv[NV_ROW];
     for (int v = 0; v < nv; v++) bv[v] = b_value(cg, g, lp.i, js[v], lanes);
     for (int r = 0; r < mr; r++) {
         LLVMValueRef a = a_value(cg, g, is[r], lp.i, lanes);
@@ -84,6 +89,47 @@ static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int 
             LLVMValueRef st = LLVMBuildStore(cg->b, cg_get(cg, at, acc[r][v]), cg_gep(cg, cg->t_f32, g->c, cidx[r][v]));
             LLVMSetAlignment(st, 4);
         }
+}
+
+/* One function per tile shape and layout, `void (ptr a, ptr b, ptr c, i64
+ * kc, i1 first)` with a at A(i0, 0), b at B(0, j0), c at C(i0, j0): every
+ * call site of a product, and every product with the same strides, shares
+ * it, so O3 and the back end see the tile's code once. */
+static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes, int64_t kc,
+                 LLVMValueRef first) {
+    char name[160];
+    snprintf(name, sizeof name, "gemm.tile.%dx%dx%d.%lld.%lld.%lld%s.%lld", mr, nv, lanes, (long long)g->a_si,
+             (long long)g->a_sp, (long long)g->b_sp, g->b_trans ? "t" : "", (long long)g->c_si);
+    LLVMTypeRef params[5] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i1};
+    LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 5, false);
+    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+    if (!fn) {
+        LLVMValueRef saved_fn = cg->fn;
+        LLVMBasicBlockRef saved_allocas = cg->allocas, here = LLVMGetInsertBlock(cg->b);
+        fn = LLVMAddFunction(cg->mod, name, ty);
+        LLVMSetLinkage(fn, LLVMInternalLinkage);
+        cg_noinline(cg, fn);
+        cg->fn = fn;
+        cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
+        LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(cg->ctx, fn, "start");
+        LLVMPositionBuilderAtEnd(cg->b, start);
+        CgGemm inner = *g;
+        inner.a = LLVMGetParam(fn, 0);
+        inner.b = LLVMGetParam(fn, 1);
+        inner.c = LLVMGetParam(fn, 2);
+        tile_body(cg, &inner, mr, nv, lanes, LLVMGetParam(fn, 3), LLVMGetParam(fn, 4));
+        LLVMBuildRetVoid(cg->b);
+        LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
+        LLVMBuildBr(cg->b, start);
+        cg->fn = saved_fn;
+        cg->allocas = saved_allocas;
+        LLVMPositionBuilderAtEnd(cg->b, here);
+    }
+    LLVMValueRef a = cg_gep(cg, cg->t_f32, g->a, cg_mul(cg, i0, g->a_si));
+    LLVMValueRef b = cg_gep(cg, cg->t_f32, g->b, g->b_trans ? cg_mul(cg, j0, g->b_sp) : j0);
+    LLVMValueRef c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), j0));
+    LLVMValueRef args[5] = {a, b, c, cg_i64(cg, kc), first};
+    LLVMBuildCall2(cg->b, ty, fn, args, 5, "");
 }
 
 /* Rows 0 .. m of the view g at columns [j0, j0 + nv * lanes) (single
@@ -129,39 +175,89 @@ static LLVMValueRef pack_buffer(Cg *cg, const char *what, int64_t floats) {
     return gv;
 }
 
-/* B(p0 + p, j) for p < kc and j < npanels * WIDE into bp: panel q holds
- * columns q * WIDE .. at bp[(q * kc + p) * WIDE + c]. */
-static void pack_b(Cg *cg, const CgGemm *g, LLVMValueRef bp, int64_t npanels, LLVMValueRef p0, int64_t kc) {
-    CgLoop lq = cg_loop_begin(cg, npanels);
-    LLVMValueRef j0 = cg_mul(cg, lq.i, WIDE), dst = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, lq.i, kc * WIDE));
+/* A helper of its own, `void (ptr src, ptr dst, i64 n, i64 kc)`, made once
+ * per name: the packing loops are instantiated for every block shape of
+ * every product otherwise, and O3 vectorizes each copy anew. */
+typedef void (*PackBody)(Cg *cg, const CgGemm *g, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef n, LLVMValueRef kc);
+
+static void call_pack(Cg *cg, const CgGemm *g, const char *name, PackBody body, LLVMValueRef src, LLVMValueRef dst,
+                      LLVMValueRef n, LLVMValueRef kc) {
+    LLVMTypeRef params[4] = {cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64};
+    LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 4, false);
+    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+    if (!fn) {
+        LLVMValueRef saved_fn = cg->fn;
+        LLVMBasicBlockRef saved_allocas = cg->allocas, here = LLVMGetInsertBlock(cg->b);
+        fn = LLVMAddFunction(cg->mod, name, ty);
+        LLVMSetLinkage(fn, LLVMInternalLinkage);
+        cg_noinline(cg, fn);
+        cg->fn = fn;
+        cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
+        LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(cg->ctx, fn, "start");
+        LLVMPositionBuilderAtEnd(cg->b, start);
+        body(cg, g, LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), LLVMGetParam(fn, 3));
+        LLVMBuildRetVoid(cg->b);
+        LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
+        LLVMBuildBr(cg->b, start);
+        cg->fn = saved_fn;
+        cg->allocas = saved_allocas;
+        LLVMPositionBuilderAtEnd(cg->b, here);
+    }
+    LLVMValueRef args[4] = {src, dst, n, kc};
+    LLVMBuildCall2(cg->b, ty, fn, args, 4, "");
+}
+
+/* B(p, j) for p < kc and j < npanels * WIDE from src (B's row 0 of the
+ * block) into dst: panel q holds columns q * WIDE .. at dst[(q * kc + p) *
+ * WIDE + c]. */
+static void pack_b_body(Cg *cg, const CgGemm *g, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef npanels,
+                        LLVMValueRef kc) {
+    CgLoop lq = cg_loop_begin_n(cg, npanels);
+    LLVMValueRef j0 = cg_mul(cg, lq.i, WIDE);
+    LLVMValueRef panel = cg_gep(cg, cg->t_f32, dst, cg_mul(cg, LLVMBuildMul(cg->b, lq.i, kc, ""), WIDE));
     if (g->b_trans) {
         /* Column j of B is row j of the stored matrix: copied along it. */
         CgLoop lc = cg_loop_begin(cg, WIDE);
-        LLVMValueRef src = cg_gep(cg, cg->t_f32, g->b, cg_add(cg, cg_mul(cg, cg_add(cg, j0, lc.i), g->b_sp), p0));
-        CgLoop lp = cg_loop_begin(cg, kc);
-        cg_store(cg, cg->t_f32, dst, cg_mad(cg, lp.i, WIDE, lc.i), cg_load(cg, cg->t_f32, src, lp.i));
+        LLVMValueRef col = cg_gep(cg, cg->t_f32, src, cg_mul(cg, cg_add(cg, j0, lc.i), g->b_sp));
+        CgLoop lp = cg_loop_begin_n(cg, kc);
+        cg_store(cg, cg->t_f32, panel, cg_mad(cg, lp.i, WIDE, lc.i), cg_load(cg, cg->t_f32, col, lp.i));
         cg_loop_end(cg, &lp);
         cg_loop_end(cg, &lc);
     } else {
-        CgLoop lp = cg_loop_begin(cg, kc);
-        LLVMValueRef row = cg_add(cg, p0, lp.i);
-        LLVMValueRef v = LLVMBuildLoad2(cg->b, vec(cg->t_f32, WIDE), cg_gep(cg, cg->t_f32, g->b, cg_mad(cg, row, g->b_sp, j0)), "");
+        CgLoop lp = cg_loop_begin_n(cg, kc);
+        LLVMValueRef v = LLVMBuildLoad2(cg->b, vec(cg->t_f32, WIDE),
+                                        cg_gep(cg, cg->t_f32, src, cg_mad(cg, lp.i, g->b_sp, j0)), "");
         LLVMSetAlignment(v, 4);
-        LLVMValueRef st = LLVMBuildStore(cg->b, v, cg_gep(cg, cg->t_f32, dst, cg_mul(cg, lp.i, WIDE)));
+        LLVMValueRef st = LLVMBuildStore(cg->b, v, cg_gep(cg, cg->t_f32, panel, cg_mul(cg, lp.i, WIDE)));
         LLVMSetAlignment(st, 64);
         cg_loop_end(cg, &lp);
     }
     cg_loop_end(cg, &lq);
 }
 
-/* A(i0 + r, p0 + p) for r < mc, p < kc into ap[p * mc + r]. */
-static void pack_a(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef i0, int64_t mc, LLVMValueRef p0, int64_t kc) {
-    CgLoop lr = cg_loop_begin(cg, mc);
-    LLVMValueRef src = cg_gep(cg, cg->t_f32, g->a, cg_add(cg, cg_mul(cg, cg_add(cg, i0, lr.i), g->a_si), cg_mul(cg, p0, g->a_sp)));
-    CgLoop lp = cg_loop_begin(cg, kc);
-    cg_store(cg, cg->t_f32, ap, cg_mad(cg, lp.i, mc, lr.i), cg_load(cg, cg->t_f32, src, cg_mul(cg, lp.i, g->a_sp)));
+static void pack_b(Cg *cg, const CgGemm *g, LLVMValueRef bp, int64_t npanels, LLVMValueRef p0, int64_t kc) {
+    char name[96];
+    snprintf(name, sizeof name, "gemm.pack_b.%lld%s", (long long)g->b_sp, g->b_trans ? "t" : "");
+    LLVMValueRef src = cg_gep(cg, cg->t_f32, g->b, g->b_trans ? p0 : cg_mul(cg, p0, g->b_sp));
+    call_pack(cg, g, name, pack_b_body, src, bp, cg_i64(cg, npanels), cg_i64(cg, kc));
+}
+
+/* A(r, p) for r < mc, p < kc from src (A's row 0, term 0 of the block) into dst[p * mc + r]. */
+static void pack_a_body(Cg *cg, const CgGemm *g, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef mc, LLVMValueRef kc) {
+    CgLoop lr = cg_loop_begin_n(cg, mc);
+    LLVMValueRef row = cg_gep(cg, cg->t_f32, src, cg_mul(cg, lr.i, g->a_si));
+    CgLoop lp = cg_loop_begin_n(cg, kc);
+    LLVMValueRef to = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, lp.i, mc, ""), lr.i, "");
+    cg_store(cg, cg->t_f32, dst, to, cg_load(cg, cg->t_f32, row, cg_mul(cg, lp.i, g->a_sp)));
     cg_loop_end(cg, &lp);
     cg_loop_end(cg, &lr);
+}
+
+static void pack_a(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef i0, int64_t mc, LLVMValueRef p0, int64_t kc) {
+    char name[96];
+    snprintf(name, sizeof name, "gemm.pack_a.%lld.%lld", (long long)g->a_si, (long long)g->a_sp);
+    LLVMValueRef src = cg_gep(cg, cg->t_f32, g->a, cg_add(cg, cg_mul(cg, i0, g->a_si), cg_mul(cg, p0, g->a_sp)));
+    call_pack(cg, g, name, pack_a_body, src, ap, cg_i64(cg, mc), cg_i64(cg, kc));
 }
 
 /* Rows i0 .. i0 + mc, every panel, the kc terms packed in ap and bp. */
@@ -190,8 +286,18 @@ static void k_block(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef bp, i
 }
 
 static void emit_gemm(Cg *cg, const CgGemm *g) {
-    int64_t npanels = g->N / WIDE;
     LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false);
+    int64_t j = 0;
+    if (g->M <= FEW_ROWS && !g->b_trans) {
+        int64_t wide = (int64_t)NV_ROW * LANES, n = g->N / wide;
+        if (n > 0) {
+            CgLoop lj = cg_loop_begin(cg, n);
+            column_block(cg, g, g->M, cg_mul(cg, lj.i, wide), NV_ROW, LANES, g->P, yes);
+            cg_loop_end(cg, &lj);
+        }
+        j = n * wide;
+    }
+    int64_t npanels = j > 0 || (g->M <= FEW_ROWS && !g->b_trans) ? 0 : g->N / WIDE;
     if (npanels > 0) {
         int64_t kc = g->P < KC ? g->P : KC, mc = g->M < MC ? g->M : MC;
         LLVMValueRef bp = pack_buffer(cg, "b", kc * npanels * WIDE), ap = pack_buffer(cg, "a", mc * kc);
@@ -202,7 +308,7 @@ static void emit_gemm(Cg *cg, const CgGemm *g) {
         if (rest) k_block(cg, g, ap, bp, npanels, cg_i64(cg, full * kc), rest);
     }
     /* The columns right of the panels, with the whole sum at once. */
-    int64_t j = npanels * WIDE;
+    if (npanels > 0) j = npanels * WIDE;
     for (; !g->b_trans && j + LANES <= g->N; j += LANES) column_block(cg, g, g->M, cg_i64(cg, j), 1, LANES, g->P, yes);
     if (j < g->N) {
         CgLoop lj = cg_loop_begin(cg, g->N - j);

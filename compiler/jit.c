@@ -4,13 +4,20 @@
 #define SEQC_CODEGEN_INTERNAL
 #include "jit.h"
 
+#include <errno.h>
+#include <llvm-c/BitWriter.h>
+#include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
+#include <llvm-c/TargetMachine.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "dropout.h"
 
@@ -100,10 +107,155 @@ static char *define_externs(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, const Cg
     return msg;
 }
 
+/* ---- the object cache ----------------------------------------------------------
+ *
+ * The machine code of a module is a function of its IR, of the CPU it is
+ * compiled for and of the LLVM and seqc that compile it: all of them make
+ * the key, two 64-bit hashes of them, and an object file compiled once is
+ * reused by every later run of the same model (the same file, batch and
+ * window) on the same machine, skipping O3 and code generation. The cache
+ * lives in $SEQC_CACHE (a directory; "off" turns it off), else
+ * $XDG_CACHE_HOME/seqc, else ~/.cache/seqc; deleting it is always safe. A
+ * cache that cannot be read or written is no error: the module is compiled. */
+
+#define CACHE_FORMAT "seqc-object-cache 2"
+
+/* malloc'd, or NULL when the cache is off or has no home. */
+static char *cache_dir(void) {
+    const char *c = getenv("SEQC_CACHE");
+    if (c && (strcmp(c, "off") == 0 || strcmp(c, "0") == 0)) return NULL;
+    if (c && *c) return cg_format("%s", c);
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg) return cg_format("%s/seqc", xdg);
+    if (home && *home) return cg_format("%s/.cache/seqc", home);
+    return NULL;
+}
+
+/* mkdir -p; true when the directory exists afterwards. */
+static bool make_dirs(char *path) {
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        bool ok = mkdir(path, 0755) == 0 || errno == EEXIST;
+        *p = '/';
+        if (!ok) return false;
+    }
+    return mkdir(path, 0755) == 0 || errno == EEXIST;
+}
+
+/* FNV-1a and a second, independently seeded multiply-xorshift hash. */
+static void hash(uint64_t h[2], const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h[0] = (h[0] ^ p[i]) * 0x100000001b3ULL;
+        h[1] = (h[1] + p[i]) * 0x9e3779b97f4a7c15ULL;
+        h[1] ^= h[1] >> 29;
+    }
+}
+
+static void hash_string(uint64_t h[2], const char *s) { hash(h, s, strlen(s) + 1); }
+
+/* <dir>/<key>.o for the module as it is now (before the passes), malloc'd;
+ * NULL when the cache is off. */
+static char *cache_path(LLVMModuleRef mod) {
+    char *dir = cache_dir();
+    if (!dir) return NULL;
+    uint64_t h[2] = {0xcbf29ce484222325ULL, 0x243f6a8885a308d3ULL};
+    LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(mod);
+    char *path = NULL;
+    if (bc) {
+        hash(h, LLVMGetBufferStart(bc), LLVMGetBufferSize(bc));
+        LLVMDisposeMemoryBuffer(bc);
+        char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+        unsigned major, minor, patch;
+        LLVMGetVersion(&major, &minor, &patch);
+        char version[96];
+        snprintf(version, sizeof version, "%s llvm %u.%u.%u seqc %s", CACHE_FORMAT, major, minor, patch, SEQC_VERSION);
+        hash_string(h, triple);
+        hash_string(h, cpu);
+        hash_string(h, features);
+        hash_string(h, version);
+        LLVMDisposeMessage(triple);
+        LLVMDisposeMessage(cpu);
+        LLVMDisposeMessage(features);
+        path = cg_format("%s/%016llx%016llx.o", dir, (unsigned long long)h[0], (unsigned long long)h[1]);
+    }
+    free(dir);
+    return path;
+}
+
+/* An entry is the object file, then its length and two hashes of it (24
+ * bytes, in the host's byte order): a file cut short or damaged reads as no
+ * entry. */
+typedef struct Trailer {
+    uint64_t length, h[2];
+} Trailer;
+
+static Trailer trailer_of(const void *data, size_t n) {
+    Trailer t = {.length = n, .h = {0xcbf29ce484222325ULL, 0x243f6a8885a308d3ULL}};
+    hash(t.h, data, n);
+    return t;
+}
+
+/* The object at path, or NULL. */
+static LLVMMemoryBufferRef cache_load(const char *path) {
+    LLVMMemoryBufferRef file = NULL, obj = NULL;
+    char *msg = NULL;
+    if (access(path, R_OK) == 0 && !LLVMCreateMemoryBufferWithContentsOfFile(path, &file, &msg)) {
+        size_t n = LLVMGetBufferSize(file);
+        const char *data = LLVMGetBufferStart(file);
+        Trailer want, got;
+        if (n > sizeof want) {
+            memcpy(&got, data + n - sizeof got, sizeof got);
+            want = trailer_of(data, n - sizeof got);
+            if (memcmp(&got, &want, sizeof got) == 0)
+                obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(data, n - sizeof got, "seqc-cached.o");
+        }
+        LLVMDisposeMemoryBuffer(file);
+    }
+    if (msg) LLVMDisposeMessage(msg);
+    return obj;
+}
+
+/* Written beside and renamed: a reader never sees half a file. */
+static void cache_store(const char *path, LLVMMemoryBufferRef obj) {
+    char *dir = cg_format("%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    char *tmp = cg_format("%s.%ld.tmp", path, (long)getpid());
+    FILE *f = slash && make_dirs(dir) ? fopen(tmp, "wb") : NULL;
+    if (f) {
+        size_t n = LLVMGetBufferSize(obj);
+        Trailer t = trailer_of(LLVMGetBufferStart(obj), n);
+        bool ok = fwrite(LLVMGetBufferStart(obj), 1, n, f) == n && fwrite(&t, sizeof t, 1, f) == 1;
+        ok = fclose(f) == 0 && ok;
+        if (!ok || rename(tmp, path) != 0) remove(tmp);
+    }
+    free(tmp);
+    free(dir);
+}
+
 CgJit *cg_jit(CgModule *m, char **error) {
     *error = NULL;
-    if (!cg_optimize(m, error)) return NULL;
-    double t0 = cg_now_ms();
+    /* With the cache: the object it holds, or one compiled here and kept in
+     * it; without: the JIT compiles the module itself. */
+    LLVMModuleRef mod = cg_module_ref(m);
+    char *cached_at = mod ? cache_path(mod) : NULL;
+    LLVMMemoryBufferRef obj = cached_at ? cache_load(cached_at) : NULL;
+    cg_timing(m)->cached = obj != NULL;
+    /* jit_ms: code generation and linking; the passes are counted apart */
+    double t0 = cg_now_ms(), passes_before = cg_timing(m)->passes_ms;
+    if (!obj && cached_at) {
+        obj = cg_emit_object(m, error);
+        if (!obj) {
+            free(cached_at);
+            return NULL;
+        }
+        cache_store(cached_at, obj);
+    }
+    free(cached_at);
+    if (!obj && !cg_optimize(m, error)) return NULL;
+    t0 += cg_timing(m)->passes_ms - passes_before;
     cg_init_native();
     CgJit *j = calloc(1, sizeof *j);
     if (!j) {
@@ -132,15 +284,24 @@ CgJit *cg_jit(CgModule *m, char **error) {
         goto fail;
     }
     LLVMOrcJITDylibAddGenerator(jd, gen); /* the dylib owns gen */
-    LLVMOrcThreadSafeModuleRef tsm = cg_take_module(m);
-    if (!tsm) {
-        *error = cg_format("seqc: jit: the module was already handed on");
-        goto fail;
-    }
-    err = LLVMOrcLLJITAddLLVMIRModule(j->jit, jd, tsm); /* takes tsm, failure or not */
-    if (err) {
-        *error = error_text("cannot add the module", err);
-        goto fail;
+    if (obj) {
+        err = LLVMOrcLLJITAddObjectFile(j->jit, jd, obj); /* takes obj, failure or not */
+        obj = NULL;
+        if (err) {
+            *error = error_text("cannot add the object", err);
+            goto fail;
+        }
+    } else {
+        LLVMOrcThreadSafeModuleRef tsm = cg_take_module(m);
+        if (!tsm) {
+            *error = cg_format("seqc: jit: the module was already handed on");
+            goto fail;
+        }
+        err = LLVMOrcLLJITAddLLVMIRModule(j->jit, jd, tsm); /* takes tsm, failure or not */
+        if (err) {
+            *error = error_text("cannot add the module", err);
+            goto fail;
+        }
     }
     LLVMOrcExecutorAddress addr = 0;
     err = LLVMOrcLLJITLookup(j->jit, &addr, cg_signature(m)->name); /* compiles the module */
@@ -161,6 +322,7 @@ CgJit *cg_jit(CgModule *m, char **error) {
     cg_timing(m)->jit_ms = cg_now_ms() - t0;
     return j;
 fail:
+    if (obj) LLVMDisposeMemoryBuffer(obj);
     cg_jit_free(j);
     return NULL;
 }

@@ -258,8 +258,9 @@ static char *message(const char *fmt, const char *arg) {
 
 static void print_timing(const Build *b, double emit_ms, const char *last) {
     const CgTiming *t = cg_timing(b->train_code), *i = cg_timing(b->infer_code);
-    fprintf(stderr, "parse and elaborate %.1f ms, autodiff %.1f ms, lower %.1f ms, LLVM O3 %.1f ms, %s %.1f ms\n",
-            b->elab_ms, b->autodiff_ms, t->lower_ms + i->lower_ms, t->passes_ms + i->passes_ms, last, emit_ms);
+    fprintf(stderr, "parse and elaborate %.1f ms, autodiff %.1f ms, lower %.1f ms, LLVM O3 %.1f ms, %s %.1f ms%s\n",
+            b->elab_ms, b->autodiff_ms, t->lower_ms + i->lower_ms, t->passes_ms + i->passes_ms, last, emit_ms,
+            t->cached && i->cached ? " (machine code from the cache)" : "");
     const CgStats *s = cg_stats(b->train_code);
     fprintf(stderr, "training step: %d matmuls with their elementwise epilogue (%d nodes, at most %d in one), "
             "%d elementwise chains\n", s->epilogues, s->epilogue_nodes, s->largest_epilogue, s->chains);
@@ -463,7 +464,7 @@ static int cmd_run(int argc, char **argv) {
     }
     Diags d;
     diag_init(&d);
-    BuildOptions bo = {.path = file, .model = model, .batch = batch, .bptt = bptt};
+    BuildOptions bo = {.path = file, .model = model, .batch = batch, .bptt = bptt, .jit = true};
     Build b;
     char *err = NULL;
     int status = 1;

@@ -106,6 +106,28 @@ START_TEST(jit_aot_resume_identical) {
 }
 END_TEST
 
+/* The object cache: a second run finds the machine code the first compiled,
+ * and trains the same weights as a run without the cache (the JIT compiling
+ * the IR itself). A corrupt entry is no error: the model is compiled. */
+START_TEST(object_cache) {
+    const char *seqc = env("SEQC_EXE");
+    ck_assert_msg(sh("SEQC_CACHE=off " SEQC " train " ALARM_DATA " --epochs 2 --quiet --checkpoint off.safetensors",
+                     seqc) == 0, "%.3000s", out);
+    for (int run = 0; run < 2; run++) {
+        ck_assert_msg(sh("SEQC_CACHE=cache '%s' run --time alarm.seq train " ALARM_DATA
+                         " --epochs 2 --quiet --checkpoint c%d.safetensors", seqc, run) == 0, "%.3000s", out);
+        ck_assert_msg((strstr(out, "(machine code from the cache)") != NULL) == (run == 1), "run %d: %.3000s", run, out);
+    }
+    ck_assert_msg(same_file("off.safetensors", "c0.safetensors"), "the compiled object trains other weights");
+    ck_assert_msg(same_file("off.safetensors", "c1.safetensors"), "the cached object trains other weights");
+    /* Entries truncated to nothing: compiled again, and right. */
+    ck_assert_int_eq(sh("for f in cache/*.o; do : > \"$f\"; done"), 0);
+    ck_assert_msg(sh("SEQC_CACHE=cache '%s' run --time alarm.seq train " ALARM_DATA
+                     " --epochs 2 --quiet --checkpoint c2.safetensors", seqc) == 0, "%.3000s", out);
+    ck_assert_msg(same_file("off.safetensors", "c2.safetensors"), "after a corrupt cache: other weights");
+}
+END_TEST
+
 /* Ctrl-C finishes the step, writes a checkpoint and exits; --resume then
  * ends with the weights of an uninterrupted run. */
 START_TEST(interrupt_and_resume) {
@@ -306,6 +328,7 @@ int main(void) {
     tcase_set_timeout(t, 600);
     tcase_add_test(t, alarm_learns);
     tcase_add_test(t, jit_aot_resume_identical);
+    tcase_add_test(t, object_cache);
     tcase_add_test(t, interrupt_and_resume);
     tcase_add_test(t, non_finite_stops);
     tcase_add_test(t, bad_inputs);
