@@ -6,6 +6,7 @@
 #include "codegen.h"
 
 #include <llvm-c/Analysis.h>
+#include <llvm-c/DebugInfo.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
@@ -269,12 +270,28 @@ CgLoop cg_loop_begin_n(Cg *cg, LLVMValueRef n) {
     return l;
 }
 
-void cg_loop_end(Cg *cg, CgLoop *l) {
+static LLVMValueRef loop_back(Cg *cg, CgLoop *l) {
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
     LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->i, cg_i64(cg, 1), "");
     LLVMAddIncoming(l->i, &next, &latch, 1);
-    LLVMBuildBr(cg->b, l->header);
+    LLVMValueRef br = LLVMBuildBr(cg->b, l->header);
     LLVMPositionBuilderAtEnd(cg->b, l->exit);
+    return br;
+}
+
+void cg_loop_end(Cg *cg, CgLoop *l) { loop_back(cg, l); }
+
+void cg_loop_end_rolled(Cg *cg, CgLoop *l) {
+    LLVMValueRef br = loop_back(cg, l);
+    /* !llvm.loop !{self, !{"llvm.loop.unroll.disable"}}: the node names
+     * itself, made through a temporary. */
+    LLVMMetadataRef self = LLVMTemporaryMDNode(cg->ctx, NULL, 0);
+    LLVMMetadataRef what = LLVMMDStringInContext2(cg->ctx, "llvm.loop.unroll.disable", 24);
+    LLVMMetadataRef hint = LLVMMDNodeInContext2(cg->ctx, &what, 1);
+    LLVMMetadataRef ops[2] = {self, hint};
+    LLVMMetadataRef loop = LLVMMDNodeInContext2(cg->ctx, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(self, loop);
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(cg->ctx, "llvm.loop", 9), LLVMMetadataAsValue(cg->ctx, loop));
 }
 
 CgIf cg_if(Cg *cg, LLVMValueRef cond) {
@@ -338,11 +355,20 @@ void cg_copy_examples(Cg *cg, const Node *at, LLVMValueRef dst, const Type *dt, 
         cg_fail(cg, at, "%lld elements do not fit in %lld (from %lld)", (long long)len, (long long)de, (long long)se);
         return;
     }
+    if (dt->batched == st->batched && len == de && len == se) {
+        /* Whole examples on both sides: one copy of all of them. */
+        cg_copy(cg, cg_gep(cg, cg->t_i32, dst, dst_off), cg_gep(cg, cg->t_i32, src, src_off),
+                (dt->batched ? cg->batch : 1) * len);
+        return;
+    }
     CgLoop lb = cg_loop_begin(cg, dt->batched ? cg->batch : 1);
     LLVMValueRef d = cg_add(cg, dt->batched ? cg_mul(cg, lb.i, de) : cg_i64(cg, 0), dst_off);
     LLVMValueRef s = cg_add(cg, st->batched ? cg_mul(cg, lb.i, se) : cg_i64(cg, 0), src_off);
     cg_copy(cg, cg_gep(cg, cg->t_i32, dst, d), cg_gep(cg, cg->t_i32, src, s), len);
-    cg_loop_end(cg, &lb);
+    /* Unrolled over the batch, the copies of a scan's step became thousands
+     * of moves in one block, which the back end's scheduler takes seconds to
+     * order; a loop of copies costs nothing at run time. */
+    cg_loop_end_rolled(cg, &lb);
 }
 
 /* ---- functions ------------------------------------------------------------------ */

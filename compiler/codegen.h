@@ -286,6 +286,10 @@ void cg_set(Cg *cg, LLVMValueRef local, LLVMValueRef v);
 CgLoop cg_loop_begin(Cg *cg, int64_t n);
 CgLoop cg_loop_begin_n(Cg *cg, LLVMValueRef n);    /* an i64 trip count known at run time */
 void cg_loop_end(Cg *cg, CgLoop *l);
+/* ... and ask LLVM not to unroll the loop: for loops of copies, which
+ * unrolled become blocks of thousands of moves that the back end's
+ * scheduler takes seconds to order, and gain nothing at run time. */
+void cg_loop_end_rolled(Cg *cg, CgLoop *l);
 CgIf cg_if(Cg *cg, LLVMValueRef cond);
 void cg_else(Cg *cg, CgIf *f);
 void cg_endif(Cg *cg, CgIf *f);

@@ -269,8 +269,8 @@ static void emit_embed(Cg *cg, const Node *n) {
     CgLoop lp = cg_loop_begin(cg, P);
     LLVMValueRef id = checked_id(cg, ids, ip, lp.i, V);
     cg_copy(cg, cg_gep(cg, cg->t_f32, op, cg_mul(cg, lp.i, D)), cg_gep(cg, cg->t_f32, tp, cg_mul(cg, id, D)), D);
-    cg_loop_end(cg, &lp);
-    cg_loop_end(cg, &lb);
+    cg_loop_end_rolled(cg, &lp);
+    cg_loop_end_rolled(cg, &lb);
 }
 
 static LLVMValueRef nonzero(Cg *cg, const Node *n, LLVMValueRef *v) {
@@ -291,8 +291,8 @@ static void emit_slice(Cg *cg, const Node *n) {
     CgLoop lr = cg_loop_begin(cg, rows);
     cg_copy(cg, cg_gep(cg, cg_elem(cg, n), op, cg_mul(cg, lr.i, len)),
             cg_gep(cg, cg_elem(cg, n), xp, cg_mad(cg, lr.i, C, cg_i64(cg, n->slice.start))), len);
-    cg_loop_end(cg, &lr);
-    cg_loop_end(cg, &lb);
+    cg_loop_end_rolled(cg, &lr);
+    cg_loop_end_rolled(cg, &lb);
 }
 
 /* x_k [..., C_k] -> [..., sum C_k], in input order */
@@ -310,8 +310,8 @@ static void emit_concat(Cg *cg, const Node *n) {
         CgLoop lr = cg_loop_begin(cg, rows);
         cg_copy(cg, cg_gep(cg, cg_elem(cg, n), op, cg_mad(cg, lr.i, C, cg_i64(cg, off))),
                 cg_gep(cg, cg_elem(cg, n), xp, cg_mul(cg, lr.i, Ck)), Ck);
-        cg_loop_end(cg, &lr);
-        cg_loop_end(cg, &lb);
+        cg_loop_end_rolled(cg, &lr);
+        cg_loop_end_rolled(cg, &lb);
         off += Ck;
     }
     if (off != C) cg_fail(cg, n, "the inputs add up to %lld entries, not %lld", (long long)off, (long long)C);
@@ -327,8 +327,8 @@ static void emit_reverse(Cg *cg, const Node *n) {
     LLVMValueRef back = LLVMBuildSub(cg->b, cg_i64(cg, T - 1), lt.i, "");
     cg_copy(cg, cg_gep(cg, cg_elem(cg, n), op, cg_mul(cg, lt.i, step)), cg_gep(cg, cg_elem(cg, n), xp, cg_mul(cg, back, step)),
             step);
-    cg_loop_end(cg, &lt);
-    cg_loop_end(cg, &lb);
+    cg_loop_end_rolled(cg, &lt);
+    cg_loop_end_rolled(cg, &lb);
 }
 
 /* x [T, ...] -> [...]: step T - 1;  RESHAPE: x -> the declared type, same elements */
@@ -928,8 +928,8 @@ static void emit_scatter(Cg *cg, const Node *n, int64_t rows, int64_t len, int64
     CgLoop lr = cg_loop_begin(cg, rows);
     cg_copy(cg, cg_gep(cg, cg->t_f32, op, cg_add(cg, cg_mul(cg, lr.i, out_stride), cg_i64(cg, at))),
             cg_gep(cg, cg->t_f32, dp, cg_mul(cg, lr.i, len)), len);
-    cg_loop_end(cg, &lr);
-    cg_loop_end(cg, &lb);
+    cg_loop_end_rolled(cg, &lr);
+    cg_loop_end_rolled(cg, &lb);
 }
 
 static void emit_slice_grad(Cg *cg, const Node *n) {
