@@ -324,8 +324,9 @@ void cg_gemm(Cg *cg, const CgGemm *g);
 /* acc + a * b rounded once (llvm.fma), scalars or vectors of one float type. */
 LLVMValueRef cg_fma(Cg *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc);
 
-/* codegen_math.c: mathf.h's functions on f32 scalars or cg->lanes vectors. */
+/* codegen_math.c: mathf.h's functions on scalars or cg->lanes vectors. */
 LLVMValueRef cg_expf(Cg *cg, LLVMValueRef x);
+LLVMValueRef cg_exp(Cg *cg, LLVMValueRef x);      /* double */
 LLVMValueRef cg_tanhf(Cg *cg, LLVMValueRef x);
 LLVMValueRef cg_fabsf(Cg *cg, LLVMValueRef x);
 

@@ -1,4 +1,4 @@
-/* exp and tanh in f32 as IR on scalars or vectors of cg->lanes: mathf.c's
+/* exp and tanh in f32, and exp in double, as IR on scalars or vectors of cg->lanes: mathf.c's
  * operations in mathf.c's order (that file is the specification), so the
  * generated code and the interpreter's f32 mode agree bit for bit, and a
  * vector of 16 lanes costs about what one libm call did. */
@@ -67,4 +67,35 @@ LLVMValueRef cg_tanhf(Cg *cg, LLVMValueRef x) {
     LLVMValueRef small = fma3(cg, LLVMBuildFMul(b, p, s, ""), x, x);
     small = sel(cg, LLVMBuildFCmp(b, LLVMRealOEQ, x, c(cg, 0.0f), ""), x, small);
     return sel(cg, lt(cg, z, c(cg, SEQC_TANH_SMALL)), small, big);
+}
+
+static LLVMValueRef ci64(Cg *cg, int64_t v) {
+    LLVMValueRef one = LLVMConstInt(cg->t_i64, (unsigned long long)v, true);
+    if (cg->lanes <= 1) return one;
+    LLVMValueRef e[64];
+    for (int k = 0; k < cg->lanes; k++) e[k] = one;
+    return LLVMConstVector(e, (unsigned)cg->lanes);
+}
+
+static LLVMValueRef pow2d(Cg *cg, LLVMValueRef n) {
+    LLVMValueRef bits = LLVMBuildShl(cg->b, LLVMBuildAdd(cg->b, n, ci64(cg, 1023), ""), ci64(cg, 52), "");
+    return LLVMBuildBitCast(cg->b, bits, cg_lanes_of(cg, cg->t_f64), "");
+}
+
+LLVMValueRef cg_exp(Cg *cg, LLVMValueRef x) {
+    LLVMBuilderRef b = cg->b;
+    LLVMValueRef nan = LLVMBuildFCmp(b, LLVMRealUNO, x, x, "");
+    LLVMValueRef xc = sel(cg, lt(cg, x, cg_f64(cg, SEQC_EXPD_LO)), cg_f64(cg, SEQC_EXPD_LO), x);
+    xc = sel(cg, LLVMBuildFCmp(b, LLVMRealOGT, xc, cg_f64(cg, SEQC_EXPD_HI), ""), cg_f64(cg, SEQC_EXPD_HI), xc);
+    LLVMValueRef n =
+        LLVMBuildFSub(b, fma3(cg, xc, cg_f64(cg, SEQC_LOG2E_D), cg_f64(cg, SEQC_ROUNDER_D)), cg_f64(cg, SEQC_ROUNDER_D), "");
+    LLVMValueRef neg = LLVMBuildFNeg(b, n, "");
+    LLVMValueRef r = fma3(cg, neg, cg_f64(cg, SEQC_LN2_HI_D), xc);
+    r = fma3(cg, neg, cg_f64(cg, SEQC_LN2_LO_D), r);
+    LLVMValueRef p = cg_f64(cg, seqc_exp_coefficient(SEQC_EXPD_DEGREE));
+    for (int k = SEQC_EXPD_DEGREE - 1; k >= 0; k--) p = fma3(cg, p, r, cg_f64(cg, seqc_exp_coefficient(k)));
+    LLVMValueRef ni = LLVMBuildFPToSI(b, n, cg_lanes_of(cg, cg->t_i64), "");
+    LLVMValueRef n1 = LLVMBuildSDiv(b, ni, ci64(cg, 2), ""), n2 = LLVMBuildSub(b, ni, n1, "");
+    LLVMValueRef out = LLVMBuildFMul(b, LLVMBuildFMul(b, p, pow2d(cg, n1), ""), pow2d(cg, n2), "");
+    return sel(cg, nan, x, out);
 }

@@ -213,7 +213,7 @@ static void emit_softmax(Cg *cg, const Node *n) {
     cg_loop_end(cg, &lc);
     lc = cg_loop_begin(cg, C);
     LLVMValueRef i = cg_add(cg, row, lc.i);
-    LLVMValueRef e = cg_call1(cg, cg->expf, fsub(cg, cg_loadf(cg, x, xp, i), cg_get(cg, cg->t_f32, mx)));
+    LLVMValueRef e = cg_expf(cg, fsub(cg, cg_loadf(cg, x, xp, i), cg_get(cg, cg->t_f32, mx)));
     cg_storef(cg, op, i, e);
     accumulate(cg, cg->t_f64, sum, to_f64(cg, e));
     cg_loop_end(cg, &lc);
@@ -502,7 +502,7 @@ static LLVMValueRef unclipped(Cg *cg, LLVMValueRef p) {
 
 static LLVMValueRef sigmoid_d(Cg *cg, LLVMValueRef x) {
     LLVMValueRef one = cg_f64(cg, 1);
-    LLVMValueRef e = cg_call1(cg, cg->exp, LLVMBuildFNeg(cg->b, cg_call1(cg, cg->fabs, x), ""));
+    LLVMValueRef e = cg_exp(cg, LLVMBuildFNeg(cg->b, cg_call1(cg, cg->fabs, x), ""));
     LLVMValueRef d = fadd(cg, one, e);
     return sel(cg, fcmp(cg, LLVMRealOGE, x, cg_f64(cg, 0)), fdiv(cg, one, d), fdiv(cg, e, d));
 }
@@ -511,7 +511,7 @@ static LLVMValueRef bce(Cg *cg, LLVMValueRef p, LLVMValueRef y, bool logits) {
     LLVMValueRef one = cg_f64(cg, 1), eps = cg_f64(cg, KERAS_EPSILON), zero = cg_f64(cg, 0);
     if (logits) {
         LLVMValueRef relu = sel(cg, fcmp(cg, LLVMRealOGT, p, zero), p, zero);
-        LLVMValueRef soft = cg_call1(cg, cg->log1p, cg_call1(cg, cg->exp, LLVMBuildFNeg(cg->b, cg_call1(cg, cg->fabs, p), "")));
+        LLVMValueRef soft = cg_call1(cg, cg->log1p, cg_exp(cg, LLVMBuildFNeg(cg->b, cg_call1(cg, cg->fabs, p), "")));
         return fadd(cg, fsub(cg, relu, fmul(cg, p, y)), soft);
     }
     LLVMValueRef q = clip_probability(cg, p);
@@ -545,7 +545,7 @@ static LLVMValueRef logsumexp(Cg *cg, const Node *p, LLVMValueRef pp, LLVMValueR
     LLVMValueRef m2 = cg_get(cg, cg->t_f64, mx);
     lc = cg_loop_begin(cg, C);
     accumulate(cg, cg->t_f64, sum,
-               cg_call1(cg, cg->exp, fsub(cg, class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m2)));
+               cg_exp(cg, fsub(cg, class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m2)));
     cg_loop_end(cg, &lc);
     return fadd(cg, m2, cg_call1(cg, cg->log, cg_get(cg, cg->t_f64, sum)));
 }
@@ -1035,7 +1035,7 @@ static void emit_loss_grad(Cg *cg, const Node *n) {
         CgLoop lc = cg_loop_begin(cg, C);
         LLVMValueRef i = cg_add(cg, row, lc.i);
         LLVMValueRef hit = sel(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, lc.i, k, ""), cg_f64(cg, 1), cg_f64(cg, 0));
-        LLVMValueRef d = fsub(cg, cg_call1(cg, cg->exp, fsub(cg, class_score(cg, p, pp, i, logits), lse)), hit);
+        LLVMValueRef d = fsub(cg, cg_exp(cg, fsub(cg, class_score(cg, p, pp, i, logits), lse)), hit);
         LLVMValueRef g = d;
         if (!logits) {
             LLVMValueRef pc = cg_loadd(cg, p, pp, i);
@@ -1048,7 +1048,7 @@ static void emit_loss_grad(Cg *cg, const Node *n) {
         LLVMValueRef lse = logsumexp(cg, p, pp, row, C, true), ysum = row_sum(cg, y, yp, row, C);
         CgLoop lc = cg_loop_begin(cg, C);
         LLVMValueRef i = cg_add(cg, row, lc.i);
-        LLVMValueRef e = cg_call1(cg, cg->exp, fsub(cg, cg_loadd(cg, p, pp, i), lse));
+        LLVMValueRef e = cg_exp(cg, fsub(cg, cg_loadd(cg, p, pp, i), lse));
         LLVMValueRef g = fsub(cg, fmul(cg, e, ysum), cg_loadd(cg, y, yp, i));
         cg_stored_as_f32(cg, op, i, fmul(cg, g, scale));
         cg_loop_end(cg, &lc);

@@ -214,8 +214,8 @@ static void copy_examples(const Interp *it, const Node *at, double *dst, const T
 }
 
 static double sigmoid(double x) {
-    if (x >= 0) return 1.0 / (1.0 + exp(-x));
-    double e = exp(x);
+    if (x >= 0) return 1.0 / (1.0 + seqc_exp(-x));
+    double e = seqc_exp(x);
     return e / (1.0 + e);
 }
 
@@ -679,7 +679,7 @@ static double clip_probability(double p) {
 static bool unclipped(double p) { return p >= KERAS_EPSILON && p <= 1 - KERAS_EPSILON; }
 
 static double bce(double p, double y, bool logits) {
-    if (logits) return (p > 0 ? p : 0.0) - p * y + log1p(exp(-fabs(p)));
+    if (logits) return (p > 0 ? p : 0.0) - p * y + log1p(seqc_exp(-fabs(p)));
     double q = clip_probability(p);
     return -(y * log(q + KERAS_EPSILON) + (1 - y) * log(1 - q + KERAS_EPSILON));
 }
@@ -702,7 +702,7 @@ static double logsumexp(const double *q, int64_t C) {
     double mx = q[0], sum = 0;
     for (int64_t c = 1; c < C; c++)
         if (q[c] > mx) mx = q[c];
-    for (int64_t c = 0; c < C; c++) sum += exp(q[c] - mx);
+    for (int64_t c = 0; c < C; c++) sum += seqc_exp(q[c] - mx);
     return mx + log(sum);
 }
 
@@ -741,7 +741,7 @@ static void class_loss_grad(const Node *n, OpKind loss, const double *p, const d
         class_scores(p, C, logits, q);
         double lse = logsumexp(q, C);
         for (int64_t c = 0; c < C; c++) {
-            double d = exp(q[c] - lse) - (c == k ? 1.0 : 0.0); /* d l / d q_c */
+            double d = seqc_exp(q[c] - lse) - (c == k ? 1.0 : 0.0); /* d l / d q_c */
             g[c] = logits ? d : unclipped(p[c]) ? d / p[c] : 0.0;
         }
         return;
@@ -749,7 +749,7 @@ static void class_loss_grad(const Node *n, OpKind loss, const double *p, const d
     if (logits) {
         double lse = logsumexp(p, C), ysum = 0;
         for (int64_t c = 0; c < C; c++) ysum += y[c];
-        for (int64_t c = 0; c < C; c++) g[c] = exp(p[c] - lse) * ysum - y[c];
+        for (int64_t c = 0; c < C; c++) g[c] = seqc_exp(p[c] - lse) * ysum - y[c];
         return;
     }
     /* r = p / sum(p); l = -sum y log clip(r); with d l / d r_c = q_c:

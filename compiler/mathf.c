@@ -46,3 +46,30 @@ float seqc_tanhf(float x) {
     small = x == 0 ? x : small; /* tanh(-0) is -0 */
     return z < SEQC_TANH_SMALL ? small : big;
 }
+
+static double pow2d(int64_t n) {
+    uint64_t bits = (uint64_t)(n + 1023) << 52;
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+/* The Taylor coefficient 1/k!, as a double (the generated code embeds the same). */
+double seqc_exp_coefficient(int k) {
+    double c = 1.0;
+    for (int i = 2; i <= k; i++) c /= (double)i;
+    return c;
+}
+
+double seqc_exp(double x) {
+    if (x != x) return x;
+    double xc = x < SEQC_EXPD_LO ? SEQC_EXPD_LO : x;
+    xc = xc > SEQC_EXPD_HI ? SEQC_EXPD_HI : xc;
+    double n = fma(xc, SEQC_LOG2E_D, SEQC_ROUNDER_D) - SEQC_ROUNDER_D;
+    double r = fma(-n, SEQC_LN2_HI_D, xc);
+    r = fma(-n, SEQC_LN2_LO_D, r);
+    double p = seqc_exp_coefficient(SEQC_EXPD_DEGREE);
+    for (int k = SEQC_EXPD_DEGREE - 1; k >= 0; k--) p = fma(p, r, seqc_exp_coefficient(k));
+    int64_t ni = (int64_t)n, n1 = ni / 2, n2 = ni - n1;
+    return p * pow2d(n1) * pow2d(n2);
+}

@@ -14,6 +14,12 @@
 
 float seqc_expf(float x);
 float seqc_tanhf(float x);
+/* exp in double, for the losses (log-sum-exp, their gradients): within 2 ulp
+ * of the exact value (a degree-13 polynomial on |r| <= ln2/2); +inf above
+ * 709.78, denormals below -708.4, 0 below -745.1; NaN gives NaN. Inline in
+ * the generated code instead of a call of libm's exp per class score. */
+double seqc_exp(double x);
+double seqc_exp_coefficient(int k);     /* 1/k!, the polynomial's coefficients */
 
 /* The constants both implementations use. */
 #define SEQC_EXP_LO (-104.0f)   /* below: 0 (after two scalings by 2^-75) */
@@ -28,6 +34,13 @@ float seqc_tanhf(float x);
 #define SEQC_EXP_P3 4.1665795894e-2f
 #define SEQC_EXP_P4 1.6666665459e-1f
 #define SEQC_EXP_P5 5.0000001201e-1f
+#define SEQC_EXPD_LO (-746.0)
+#define SEQC_EXPD_HI 710.0
+#define SEQC_LOG2E_D 1.4426950408889634074
+#define SEQC_ROUNDER_D 6755399441055744.0       /* 1.5 * 2^52 */
+#define SEQC_LN2_HI_D 6.93147180369123816490e-01 /* ln 2 in two parts, the first with trailing zeros */
+#define SEQC_LN2_LO_D 1.90821492927058770002e-10
+#define SEQC_EXPD_DEGREE 13                     /* terms r^k / k! for k <= 13 */
 #define SEQC_TANH_SMALL 0.625f  /* below: the odd polynomial; above: from exp(2|x|) */
 #define SEQC_TANH_P0 (-5.70498872745e-3f)
 #define SEQC_TANH_P1 2.06390887954e-2f
