@@ -181,16 +181,7 @@ static bool fill_slab(const Graph *g, const CgPlan *plan, uint8_t *slab) {
     rt_rng_seed(&rng, 1, 0);
     for (int i = 0; i < g->inputs.len; i++) gradcheck_fill_input(it, g, g->inputs.items[i], &rng);
     for (int i = 0; i < g->targets.len; i++) gradcheck_fill_input(it, g, g->targets.items[i], &rng);
-    for (int i = 0; i < g->nodes.len; i++) {
-        const Node *n = g->nodes.items[i];
-        if (n->op != OP_INPUT && n->op != OP_PARAM && n->op != OP_STATEVAR) continue;
-        const double *v = interp_data(it, n);
-        uint8_t *dst = slab + plan->offset[n->id];
-        for (int64_t k = 0; k < interp_size(g, n); k++) {
-            if (n->type.dtype == DT_I32) ((int32_t *)(void *)dst)[k] = (int32_t)v[k];
-            else ((float *)(void *)dst)[k] = (float)v[k];
-        }
-    }
+    gradcheck_write_slab(it, g, plan->offset, slab);
     interp_free(it);
     return true;
 }

@@ -56,6 +56,39 @@ static LLVMValueRef b_value(Cg *cg, const CgGemm *g, LLVMValueRef p, LLVMValueRe
     return v;
 }
 
+/* A function of this module's own, internal and out of line, made on first
+ * use: when it is new (*made), the builder is left at the start of its body,
+ * cg->fn and cg->allocas switched to it, until helper_end returns to where
+ * the caller was. */
+typedef struct Saved {
+    LLVMValueRef fn;
+    LLVMBasicBlockRef allocas, here, start;
+} Saved;
+
+static LLVMValueRef helper_begin(Cg *cg, const char *name, LLVMTypeRef ty, Saved *s, bool *made) {
+    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+    *made = !fn;
+    if (fn) return fn;
+    *s = (Saved){cg->fn, cg->allocas, LLVMGetInsertBlock(cg->b), NULL};
+    fn = LLVMAddFunction(cg->mod, name, ty);
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    cg_noinline(cg, fn);
+    cg->fn = fn;
+    cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
+    s->start = LLVMAppendBasicBlockInContext(cg->ctx, fn, "start");
+    LLVMPositionBuilderAtEnd(cg->b, s->start);
+    return fn;
+}
+
+static void helper_end(Cg *cg, const Saved *s) {
+    LLVMBuildRetVoid(cg->b);
+    LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
+    LLVMBuildBr(cg->b, s->start);
+    cg->fn = s->fn;
+    cg->allocas = s->allocas;
+    LLVMPositionBuilderAtEnd(cg->b, s->here);
+}
+
 /* The tile: C(r, j) for r < mr, j < nv * lanes, kc terms of its sums,
  * A(r, p) and B(p, j) read for p = 0 .. kc (pointers and strides of a view
  * of a block): the accumulators live in locals that the optimizer keeps in
@@ -102,28 +135,16 @@ static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int 
              (long long)g->a_sp, (long long)g->b_sp, g->b_trans ? "t" : "", (long long)g->c_si);
     LLVMTypeRef params[5] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i1};
     LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 5, false);
-    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
-    if (!fn) {
-        LLVMValueRef saved_fn = cg->fn;
-        LLVMBasicBlockRef saved_allocas = cg->allocas, here = LLVMGetInsertBlock(cg->b);
-        fn = LLVMAddFunction(cg->mod, name, ty);
-        LLVMSetLinkage(fn, LLVMInternalLinkage);
-        cg_noinline(cg, fn);
-        cg->fn = fn;
-        cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
-        LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(cg->ctx, fn, "start");
-        LLVMPositionBuilderAtEnd(cg->b, start);
+    Saved saved;
+    bool made;
+    LLVMValueRef fn = helper_begin(cg, name, ty, &saved, &made);
+    if (made) {
         CgGemm inner = *g;
         inner.a = LLVMGetParam(fn, 0);
         inner.b = LLVMGetParam(fn, 1);
         inner.c = LLVMGetParam(fn, 2);
         tile_body(cg, &inner, mr, nv, lanes, LLVMGetParam(fn, 3), LLVMGetParam(fn, 4));
-        LLVMBuildRetVoid(cg->b);
-        LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
-        LLVMBuildBr(cg->b, start);
-        cg->fn = saved_fn;
-        cg->allocas = saved_allocas;
-        LLVMPositionBuilderAtEnd(cg->b, here);
+        helper_end(cg, &saved);
     }
     LLVMValueRef a = cg_gep(cg, cg->t_f32, g->a, cg_mul(cg, i0, g->a_si));
     LLVMValueRef b = cg_gep(cg, cg->t_f32, g->b, g->b_trans ? cg_mul(cg, j0, g->b_sp) : j0);
@@ -184,24 +205,12 @@ static void call_pack(Cg *cg, const CgGemm *g, const char *name, PackBody body, 
                       LLVMValueRef n, LLVMValueRef kc) {
     LLVMTypeRef params[4] = {cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64};
     LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 4, false);
-    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
-    if (!fn) {
-        LLVMValueRef saved_fn = cg->fn;
-        LLVMBasicBlockRef saved_allocas = cg->allocas, here = LLVMGetInsertBlock(cg->b);
-        fn = LLVMAddFunction(cg->mod, name, ty);
-        LLVMSetLinkage(fn, LLVMInternalLinkage);
-        cg_noinline(cg, fn);
-        cg->fn = fn;
-        cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
-        LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(cg->ctx, fn, "start");
-        LLVMPositionBuilderAtEnd(cg->b, start);
+    Saved saved;
+    bool made;
+    LLVMValueRef fn = helper_begin(cg, name, ty, &saved, &made);
+    if (made) {
         body(cg, g, LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), LLVMGetParam(fn, 3));
-        LLVMBuildRetVoid(cg->b);
-        LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
-        LLVMBuildBr(cg->b, start);
-        cg->fn = saved_fn;
-        cg->allocas = saved_allocas;
-        LLVMPositionBuilderAtEnd(cg->b, here);
+        helper_end(cg, &saved);
     }
     LLVMValueRef args[4] = {src, dst, n, kc};
     LLVMBuildCall2(cg->b, ty, fn, args, 4, "");
@@ -328,30 +337,18 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
              (long long)g->c_si);
     LLVMTypeRef params[3] = {cg->t_ptr, cg->t_ptr, cg->t_ptr};
     LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 3, false);
-    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
-    if (!fn) {
-        LLVMValueRef saved_fn = cg->fn;
-        LLVMBasicBlockRef saved_allocas = cg->allocas, here = LLVMGetInsertBlock(cg->b);
-        fn = LLVMAddFunction(cg->mod, name, ty);
-        LLVMSetLinkage(fn, LLVMInternalLinkage);
+    Saved saved;
+    bool made;
+    LLVMValueRef fn = helper_begin(cg, name, ty, &saved, &made);
+    if (made) {
         unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-        cg_noinline(cg, fn);
         LLVMAddAttributeAtIndex(fn, 3, LLVMCreateEnumAttribute(cg->ctx, noalias, 0)); /* C is its own buffer */
-        cg->fn = fn;
-        cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
-        LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(cg->ctx, fn, "start");
-        LLVMPositionBuilderAtEnd(cg->b, start);
         CgGemm inner = *g;
         inner.a = LLVMGetParam(fn, 0);
         inner.b = LLVMGetParam(fn, 1);
         inner.c = LLVMGetParam(fn, 2);
         emit_gemm(cg, &inner);
-        LLVMBuildRetVoid(cg->b);
-        LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
-        LLVMBuildBr(cg->b, start);
-        cg->fn = saved_fn;
-        cg->allocas = saved_allocas;
-        LLVMPositionBuilderAtEnd(cg->b, here);
+        helper_end(cg, &saved);
     }
     LLVMValueRef args[3] = {g->a, g->b, g->c};
     LLVMBuildCall2(cg->b, ty, fn, args, 3, "");

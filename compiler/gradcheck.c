@@ -78,6 +78,22 @@ void gradcheck_fill_input(struct Interp *it, const Graph *g, const Node *x, stru
         v[i] = u.binary ? (double)(rt_rng_next_u32(rng) & 1) : 2 * rt_rng_uniform(rng) - 1;
 }
 
+void gradcheck_write_node(Interp *it, const Graph *g, const Node *n, const int64_t *offset, uint8_t *slab) {
+    const double *v = interp_data(it, n);
+    uint8_t *dst = slab + offset[n->id];
+    for (int64_t k = 0; k < interp_size(g, n); k++) {
+        if (n->type.dtype == DT_I32) ((int32_t *)(void *)dst)[k] = (int32_t)v[k];
+        else ((float *)(void *)dst)[k] = (float)v[k];
+    }
+}
+
+void gradcheck_write_slab(Interp *it, const Graph *g, const int64_t *offset, uint8_t *slab) {
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *n = g->nodes.items[i];
+        if (n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_STATEVAR) gradcheck_write_node(it, g, n, offset, slab);
+    }
+}
+
 static double loss_at(Interp *it, const Graph *g, int nforward, uint64_t seed) {
     interp_run_prefix(it, nforward, true, seed);
     return interp_data(it, g->loss)[0];
@@ -128,15 +144,7 @@ static bool generated_grads(Interp *it, const Graph *g, uint64_t dropout_seed, d
     }
     memset(slab, 0, (size_t)cg_plan(m)->slab_bytes);
     const int64_t *off = cg_plan(m)->offset;
-    for (int i = 0; i < g->nodes.len; i++) {
-        const Node *n = g->nodes.items[i];
-        if (n->op != OP_INPUT && n->op != OP_PARAM && n->op != OP_STATEVAR) continue;
-        const double *v = interp_data(it, n);
-        for (int64_t k = 0; k < interp_size(g, n); k++) {
-            if (n->type.dtype == DT_I32) ((int32_t *)(void *)(slab + off[n->id]))[k] = (int32_t)v[k];
-            else ((float *)(void *)(slab + off[n->id]))[k] = (float)v[k];
-        }
-    }
+    gradcheck_write_slab(it, g, off, slab);
     cg_jit_entry(j)(slab, 1, dropout_seed, g->nodes.len);
     for (int i = 0; i < g->params.len; i++) {
         const Node *dp = g->grads.items[i];

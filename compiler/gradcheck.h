@@ -57,6 +57,13 @@ void gradcheck_defaults(GradcheckOptions *o);
 struct RtRng;
 void gradcheck_fill_input(struct Interp *it, const Graph *g, const Node *x, struct RtRng *rng);
 
+/* The interpreter's values of node n into a compiled model's slab, at
+ * offset[n->id] (codegen.h's plan), as f32 or int32; and of every node a
+ * caller writes (inputs, targets, params, state variables), so that the
+ * generated code starts where the interpreter does. */
+void gradcheck_write_node(struct Interp *it, const Graph *g, const Node *n, const int64_t *offset, uint8_t *slab);
+void gradcheck_write_slab(struct Interp *it, const Graph *g, const int64_t *offset, uint8_t *slab);
+
 /* `g` has been through autodiff; `nforward` is its node count before that
  * (the forward pass alone, for the finite-difference runs). Rows are
  * allocated in g's arena. */

@@ -412,7 +412,7 @@ static int cmd_run(int argc, char **argv) {
     bool time = false;
     int64_t batch = 0, bptt = 0;
     char **rest = malloc(sizeof *rest * (size_t)(argc + 5));
-    int nrest = 0;
+    size_t nrest = 0; /* at most argc + 4: the arguments and two settings */
     if (!rest) return 1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -480,7 +480,7 @@ static int cmd_run(int argc, char **argv) {
                         .train_step = (RtStepFn)cg_jit_entry(tj),
                         .train_update = (RtUpdateFn)cg_jit_update(tj),
                         .infer_step = (RtStepFn)cg_jit_entry(ij)};
-    status = rt_main(&code, "seqc run", nrest, rest);
+    status = rt_main(&code, "seqc run", (int)nrest, rest);
 done:
     if (err) {
         fprintf(stderr, "%s\n", err);

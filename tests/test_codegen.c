@@ -179,16 +179,7 @@ static double differential(const char *text, const char *path, int64_t batch, bo
     r.slab = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
     ck_assert_ptr_nonnull(r.slab);
     memset(r.slab, 0, (size_t)plan->slab_bytes);
-    for (int i = 0; i < g->nodes.len; i++) {
-        const Node *n = g->nodes.items[i];
-        if (!caller_writes(n)) continue;
-        const double *v = interp_data(r.it, n);
-        uint8_t *dst = r.slab + plan->offset[n->id];
-        for (int64_t k = 0; k < interp_size(g, n); k++) {
-            if (n->type.dtype == DT_I32) ((int32_t *)(void *)dst)[k] = (int32_t)v[k];
-            else ((float *)(void *)dst)[k] = (float)v[k];
-        }
-    }
+    gradcheck_write_slab(r.it, g, plan->offset, r.slab);
 
     const uint64_t dropout_seed = 2;
     interp_run(r.it, training, dropout_seed);
@@ -269,12 +260,7 @@ static const int trained_op_models[] = {0, 3, 11, 13, 14};
 
 /* The interpreter's values of n into the slab, as f32 or int32. */
 static void write_slab(Run *r, const Node *n) {
-    const double *v = interp_data(r->it, n);
-    uint8_t *dst = r->slab + cg_plan(r->m)->offset[n->id];
-    for (int64_t k = 0; k < interp_size(r->l.model.graph, n); k++) {
-        if (n->type.dtype == DT_I32) ((int32_t *)(void *)dst)[k] = (int32_t)v[k];
-        else ((float *)(void *)dst)[k] = (float)v[k];
-    }
+    gradcheck_write_node(r->it, r->l.model.graph, n, cg_plan(r->m)->offset, r->slab);
 }
 
 /* Returns the worst error over every param and slot after TRAIN_STEPS steps

@@ -306,16 +306,7 @@ static double generated_agrees(const char *text, const char *path, int64_t batch
     uint8_t *slab = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
     ck_assert_ptr_nonnull(slab);
     memset(slab, 0, (size_t)plan->slab_bytes);
-    for (int i = 0; i < g->nodes.len; i++) {
-        const Node *n = g->nodes.items[i];
-        if (n->op != OP_INPUT && n->op != OP_PARAM && n->op != OP_STATEVAR) continue;
-        const double *v = interp_data(it, n);
-        uint8_t *dst = slab + plan->offset[n->id];
-        for (int64_t k = 0; k < interp_size(g, n); k++) {
-            if (n->type.dtype == DT_I32) ((int32_t *)(void *)dst)[k] = (int32_t)v[k];
-            else ((float *)(void *)dst)[k] = (float)v[k];
-        }
-    }
+    gradcheck_write_slab(it, g, plan->offset, slab);
     interp_run(it, true, 2);
     cg_jit_entry(j)(slab, 1, 2, g->nodes.len);
     double scale = 0, worst;
