@@ -61,15 +61,14 @@ typedef struct CgEpilogue {
     int64_t N, K, W, Q;     /* product columns, inner size, part width, parts (N / W) */
     int64_t rows;           /* rows of the product per example (the leading axes) */
 } CgEpilogue;
-typedef CgEpilogue Group;
 
-static void group_free(Group *G) {
+static void group_free(CgEpilogue *G) {
     free(G->node);
     free(G->kind);
     free(G->store);
 }
 
-static int member(const Group *G, const Node *x) {
+static int member(const CgEpilogue *G, const Node *x) {
     for (int k = 0; k < G->n; k++)
         if (G->node[k] == x) return k;
     return -1;
@@ -96,7 +95,7 @@ static bool same_rows(const Type *a, const Type *t) {
 }
 
 /* Can elementwise node n join as `kind` (M_WIDE or M_NARROW)? */
-static bool map_joins(const Group *G, const Node *n, Kind kind) {
+static bool map_joins(const CgEpilogue *G, const Node *n, Kind kind) {
     const Node *ops[4];
     int nops = cg_map_operands(n, ops);
     const Type *t = kind == M_WIDE ? &G->wide : &G->narrow;
@@ -112,7 +111,7 @@ static bool map_joins(const Group *G, const Node *n, Kind kind) {
 }
 
 /* Can slice n join? Sets the part width on the first one. */
-static bool slice_joins(Group *G, const Node *n, Kind *kind) {
+static bool slice_joins(CgEpilogue *G, const Node *n, Kind *kind) {
     if (n->op != OP_SLICE || !same_rows(&n->type, &G->wide)) return false;
     int64_t len = n->slice.len, start = n->slice.start;
     if (len <= 0 || len >= G->N || G->N % len != 0 || (G->W && G->W != len)) return false;
@@ -131,14 +130,14 @@ static bool slice_joins(Group *G, const Node *n, Kind *kind) {
     return true;
 }
 
-static bool reads_member(const Group *G, const Node *n) {
+static bool reads_member(const CgEpilogue *G, const Node *n) {
     for (int a = 0; a < n->nin; a++)
         if (member(G, n->in[a]) >= 0) return true;
     return false;
 }
 
 /* Is x read by a node of g outside the group, or by the scan (an output)? */
-static bool read_outside(const Group *G, const Graph *g, const Node *x) {
+static bool read_outside(const CgEpilogue *G, const Graph *g, const Node *x) {
     if (!g->parent) return true; /* a model graph's values may be read by the host */
     for (int k = 0; k < g->outputs.len; k++)
         if (g->outputs.items[k] == x) return true;
@@ -151,7 +150,7 @@ static bool read_outside(const Group *G, const Graph *g, const Node *x) {
     return false;
 }
 
-static bool find_group(const Graph *g, int i, const bool *taken, Group *G) {
+static bool find_group(const Graph *g, int i, const bool *taken, CgEpilogue *G) {
     memset(G, 0, sizeof *G);
     const Node *mm = g->nodes.items[i];
     if (mm->op != OP_MATMUL || mm->type.dtype != DT_F32 || mm->type.rank < 1) return false;
@@ -207,7 +206,7 @@ static bool find_group(const Graph *g, int i, const bool *taken, Group *G) {
 }
 
 CgEpilogue *cg_epilogue_find(const Graph *g, int i, bool *taken, int *last) {
-    Group *G = malloc(sizeof *G);
+    CgEpilogue *G = malloc(sizeof *G);
     if (!G) return NULL;
     if (!find_group(g, i, taken, G)) {
         cg_epilogue_free(G);
@@ -249,7 +248,7 @@ static LLVMValueRef splat_value(Cg *cg, LLVMValueRef s, int lanes) {
 }
 
 /* An outside operand at row m, columns c .. c + lanes of a value of type t. */
-static LLVMValueRef load_outside(Cg *cg, const Group *G, const Node *x, const Type *t, LLVMValueRef m, LLVMValueRef c,
+static LLVMValueRef load_outside(Cg *cg, const CgEpilogue *G, const Node *x, const Type *t, LLVMValueRef m, LLVMValueRef c,
                                  int lanes) {
     Form f;
     outside_form(x, t, &f);
@@ -269,7 +268,7 @@ static LLVMValueRef load_outside(Cg *cg, const Group *G, const Node *x, const Ty
 /* Every member at row m, part columns j0 .. j0 + lanes; the product's parts
  * are in sums[q]. val[k * MAX_PARTS + q] holds member k's value in part q
  * (narrow members: q = 0). */
-static void evaluate(Cg *cg, const Group *G, LLVMValueRef m, LLVMValueRef j0, int lanes, LLVMValueRef *sums,
+static void evaluate(Cg *cg, const CgEpilogue *G, LLVMValueRef m, LLVMValueRef j0, int lanes, LLVMValueRef *sums,
                      LLVMValueRef *val) {
     int saved = cg->lanes;
     cg->lanes = lanes;
@@ -310,7 +309,7 @@ static void evaluate(Cg *cg, const Group *G, LLVMValueRef m, LLVMValueRef j0, in
 /* Rows m0 .. m0 + mr at part columns j0 .. j0 + lanes: the product's sums
  * over the inner dimension, then every member row by row. B(p, q*W + j0 + l)
  * is read at b[p * b_sp + q * b_sq + bj0 + l] (bj0 is 0 in a panel). */
-static void tile_at(Cg *cg, const Group *G, LLVMValueRef m0, int mr, LLVMValueRef j0, LLVMValueRef bj0, int lanes,
+static void tile_at(Cg *cg, const CgEpilogue *G, LLVMValueRef m0, int mr, LLVMValueRef j0, LLVMValueRef bj0, int lanes,
                     LLVMValueRef b, int64_t b_sp, int64_t b_sq, LLVMValueRef buf, LLVMValueRef *val) {
     LLVMTypeRef vt = vec_of(cg, lanes);
     LLVMValueRef acc[MAX_ROWS][MAX_PARTS], xb = cg_base(cg, G->node[0]->in[0]);
@@ -338,7 +337,7 @@ static void tile_at(Cg *cg, const Group *G, LLVMValueRef m0, int mr, LLVMValueRe
 }
 
 /* Every row for part columns j0 .. j0 + lanes. */
-static void columns(Cg *cg, const Group *G, LLVMValueRef j0, int lanes, LLVMValueRef buf, LLVMValueRef panel,
+static void columns(Cg *cg, const CgEpilogue *G, LLVMValueRef j0, int lanes, LLVMValueRef buf, LLVMValueRef panel,
                     LLVMValueRef *val) {
     LLVMValueRef b = cg_base(cg, G->node[0]->in[1]);
     int64_t b_sp = G->N, b_sq = G->W, Q = G->Q;
@@ -383,7 +382,7 @@ static LLVMValueRef stack_array(Cg *cg, int64_t floats) {
 
 /* Part columns in blocks of 16 lanes, then 8, then one at a time. */
 int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
-    const Group G = *e;
+    const CgEpilogue G = *e;
     LLVMValueRef *val = calloc((size_t)G.n * MAX_PARTS, sizeof *val);
     if (!val) {
         cg_fail(cg, G.node[0], "out of memory");
