@@ -211,11 +211,13 @@ static void emit_softmax(Cg *cg, const Node *n) {
     LLVMValueRef v = cg_loadf(cg, x, xp, cg_add(cg, row, lc.i)), m = cg_get(cg, cg->t_f32, mx);
     cg_set(cg, mx, sel(cg, fcmp(cg, LLVMRealOGT, v, m), v, m));
     cg_loop_end(cg, &lc);
+    /* The exps in a loop of their own (it runs on vectors), then their sum in order. */
     lc = cg_loop_begin(cg, C);
     LLVMValueRef i = cg_add(cg, row, lc.i);
-    LLVMValueRef e = cg_expf(cg, fsub(cg, cg_loadf(cg, x, xp, i), cg_get(cg, cg->t_f32, mx)));
-    cg_storef(cg, op, i, e);
-    accumulate(cg, cg->t_f64, sum, to_f64(cg, e));
+    cg_storef(cg, op, i, cg_expf(cg, fsub(cg, cg_loadf(cg, x, xp, i), cg_get(cg, cg->t_f32, mx))));
+    cg_loop_end(cg, &lc);
+    lc = cg_loop_begin(cg, C);
+    accumulate(cg, cg->t_f64, sum, to_f64(cg, cg_loadf(cg, n, op, cg_add(cg, row, lc.i))));
     cg_loop_end(cg, &lc);
     lc = cg_loop_begin(cg, C);
     i = cg_add(cg, row, lc.i);
@@ -535,6 +537,9 @@ static LLVMValueRef class_score(Cg *cg, const Node *p, LLVMValueRef pp, LLVMValu
 }
 
 /* log sum exp over the row [row, row + C) of scores (class_score, or the raw values) */
+/* Classes up to this many keep their exps in a stack buffer (1 MB). */
+#define MAX_ROW_SCRATCH (128 * 1024)
+
 static LLVMValueRef logsumexp(Cg *cg, const Node *p, LLVMValueRef pp, LLVMValueRef row, int64_t C, bool logits) {
     LLVMValueRef mx = cg_local(cg, cg->t_f64, class_score(cg, p, pp, row, logits));
     CgLoop lc = cg_loop_begin(cg, C);
@@ -543,10 +548,26 @@ static LLVMValueRef logsumexp(Cg *cg, const Node *p, LLVMValueRef pp, LLVMValueR
     cg_loop_end(cg, &lc);
     LLVMValueRef sum = cg_local(cg, cg->t_f64, cg_f64(cg, 0));
     LLVMValueRef m2 = cg_get(cg, cg->t_f64, mx);
-    lc = cg_loop_begin(cg, C);
-    accumulate(cg, cg->t_f64, sum,
-               cg_exp(cg, fsub(cg, class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m2)));
-    cg_loop_end(cg, &lc);
+    if (C <= MAX_ROW_SCRATCH) {
+        /* The exps in a loop of their own, which runs on vectors, then their
+         * sum in order: the same terms, the same sum. */
+        LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+        LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
+        LLVMValueRef buf = LLVMBuildAlloca(cg->b, LLVMArrayType2(cg->t_f64, (uint64_t)C), "exps");
+        LLVMSetAlignment(buf, 64);
+        LLVMPositionBuilderAtEnd(cg->b, here);
+        lc = cg_loop_begin(cg, C);
+        cg_store(cg, cg->t_f64, buf, lc.i, cg_exp(cg, fsub(cg, class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m2)));
+        cg_loop_end(cg, &lc);
+        lc = cg_loop_begin(cg, C);
+        accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, buf, lc.i));
+        cg_loop_end(cg, &lc);
+    } else {
+        lc = cg_loop_begin(cg, C);
+        accumulate(cg, cg->t_f64, sum,
+                   cg_exp(cg, fsub(cg, class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m2)));
+        cg_loop_end(cg, &lc);
+    }
     return fadd(cg, m2, cg_call1(cg, cg->log, cg_get(cg, cg->t_f64, sum)));
 }
 
