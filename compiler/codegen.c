@@ -148,18 +148,45 @@ int64_t cg_plan_offset(const CgPlan *p, const Node *n) {
 /* ---- IR helpers -------------------------------------------------------------- */
 
 LLVMValueRef cg_i64(Cg *cg, int64_t v) { return LLVMConstInt(cg->t_i64, (unsigned long long)v, true); }
-static LLVMValueRef splat(Cg *cg, LLVMValueRef c) {
+LLVMValueRef cg_splat(Cg *cg, LLVMValueRef c) {
     if (cg->lanes <= 1) return c;
     LLVMValueRef e[64];
     for (int k = 0; k < cg->lanes; k++) e[k] = c;
     return LLVMConstVector(e, (unsigned)cg->lanes);
 }
 
-LLVMValueRef cg_f32(Cg *cg, double v) { return splat(cg, LLVMConstReal(cg->t_f32, v)); }
-LLVMValueRef cg_f64(Cg *cg, double v) { return splat(cg, LLVMConstReal(cg->t_f64, v)); }
+LLVMValueRef cg_f32(Cg *cg, double v) { return cg_splat(cg, LLVMConstReal(cg->t_f32, v)); }
+LLVMValueRef cg_f64(Cg *cg, double v) { return cg_splat(cg, LLVMConstReal(cg->t_f64, v)); }
 
-LLVMTypeRef cg_lanes_of(Cg *cg, LLVMTypeRef scalar) {
-    return cg->lanes > 1 ? LLVMVectorType(scalar, (unsigned)cg->lanes) : scalar;
+LLVMTypeRef cg_vec_type(LLVMTypeRef t, int lanes) { return lanes > 1 ? LLVMVectorType(t, (unsigned)lanes) : t; }
+
+LLVMTypeRef cg_lanes_of(Cg *cg, LLVMTypeRef scalar) { return cg_vec_type(scalar, cg->lanes); }
+
+LLVMValueRef cg_broadcast(Cg *cg, LLVMValueRef s, int lanes) {
+    if (lanes <= 1) return s;
+    LLVMTypeRef vt = cg_vec_type(LLVMTypeOf(s), lanes);
+    LLVMValueRef one = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), s, LLVMConstInt(cg->t_i32, 0, false), "");
+    return LLVMBuildShuffleVector(cg->b, one, LLVMGetPoison(vt), LLVMConstNull(cg_vec_type(cg->t_i32, lanes)), "");
+}
+
+LLVMValueRef cg_load_vec(Cg *cg, LLVMValueRef p, LLVMValueRef idx, int lanes) {
+    LLVMValueRef v = LLVMBuildLoad2(cg->b, cg_vec_type(cg->t_f32, lanes), cg_gep(cg, cg->t_f32, p, idx), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+void cg_store_vec(Cg *cg, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v) {
+    LLVMValueRef st = LLVMBuildStore(cg->b, v, cg_gep(cg, cg->t_f32, p, idx));
+    LLVMSetAlignment(st, 4);
+}
+
+LLVMValueRef cg_stack_array(Cg *cg, LLVMTypeRef t, int64_t n) {
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+    LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
+    LLVMValueRef a = LLVMBuildAlloca(cg->b, LLVMArrayType2(t, (uint64_t)n), "");
+    LLVMSetAlignment(a, 64);
+    LLVMPositionBuilderAtEnd(cg->b, here);
+    return a;
 }
 
 LLVMTypeRef cg_elem(Cg *cg, const Node *n) { return n->type.dtype == DT_I32 ? cg->t_i32 : cg->t_f32; }
@@ -726,17 +753,13 @@ static CgFn declare(Cg *cg, const char *name, LLVMTypeRef ret, LLVMTypeRef *para
 
 static void declare_runtime(Cg *cg) {
     LLVMTypeRef f32 = cg->t_f32, f64 = cg->t_f64;
-    cg->expf = declare(cg, "expf", f32, &f32, 1);
     cg->logf = declare(cg, "logf", f32, &f32, 1);
-    cg->tanhf = declare(cg, "tanhf", f32, &f32, 1);
-    cg->exp = declare(cg, "exp", f64, &f64, 1);
     cg->log = declare(cg, "log", f64, &f64, 1);
     cg->log1p = declare(cg, "log1p", f64, &f64, 1);
     LLVMTypeRef f64x2[2] = {f64, f64};
     cg->pow = declare(cg, "pow", f64, f64x2, 2);
     cg->sqrtf = declare(cg, "llvm.sqrt.f32", f32, &f32, 1);
     cg->sqrt = declare(cg, "llvm.sqrt.f64", f64, &f64, 1);
-    cg->fabsf = declare(cg, "llvm.fabs.f32", f32, &f32, 1);
     cg->fabs = declare(cg, "llvm.fabs.f64", f64, &f64, 1);
     cg->trap = declare(cg, "llvm.trap", cg->t_void, NULL, 0);
     LLVMTypeRef drop[5] = {cg->t_ptr, cg->t_i64, f64, cg->t_i64, cg->t_i64};

@@ -225,7 +225,7 @@ typedef struct Cg {
     LLVMBuilderRef b;
     LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
     LLVMTypeRef t_node;         /* void (ptr slab, i32 training, i64 seed) */
-    CgFn expf, logf, tanhf, exp, log, log1p, pow, sqrtf, sqrt, fabsf, fabs, trap, dropout;
+    CgFn logf, log, log1p, pow, sqrtf, sqrt, fabs, trap, dropout;
     const CgPlan *plan;
     int64_t batch;
     /* The width of the values an elementwise rule builds: 1 (scalars), or a
@@ -280,6 +280,15 @@ LLVMValueRef cg_call1(Cg *cg, CgFn f, LLVMValueRef x);
 /* A call of a scalar function; with vector arguments, one call per lane. */
 LLVMValueRef cg_call_lanes(Cg *cg, LLVMTypeRef fn_type, LLVMValueRef fn, LLVMValueRef *args, unsigned n);
 LLVMTypeRef cg_lanes_of(Cg *cg, LLVMTypeRef scalar);     /* scalar, or a vector of cg->lanes */
+LLVMValueRef cg_splat(Cg *cg, LLVMValueRef c);          /* a constant, as a vector of cg->lanes */
+/* Vectors of `lanes` (1: the scalar): the type; a run-time value in every
+ * lane; f32 loads and stores at p[idx ..] with the element's alignment. */
+LLVMTypeRef cg_vec_type(LLVMTypeRef t, int lanes);
+LLVMValueRef cg_broadcast(Cg *cg, LLVMValueRef s, int lanes);
+LLVMValueRef cg_load_vec(Cg *cg, LLVMValueRef p, LLVMValueRef idx, int lanes);
+void cg_store_vec(Cg *cg, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v);
+/* n elements of type t in the function's frame, 64-byte aligned. */
+LLVMValueRef cg_stack_array(Cg *cg, LLVMTypeRef t, int64_t n);
 LLVMValueRef cg_local(Cg *cg, LLVMTypeRef t, LLVMValueRef init);
 LLVMValueRef cg_get(Cg *cg, LLVMTypeRef t, LLVMValueRef local);
 void cg_set(Cg *cg, LLVMValueRef local, LLVMValueRef v);

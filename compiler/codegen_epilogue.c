@@ -34,8 +34,9 @@
 #define MAX_ACC 16
 #define MAX_PARTS 8
 #define MAX_ROWS 4
-/* As codegen_gemm.c: a panel of B up to this size is copied to the stack so
- * that its rows, a power of two apart in w, do not share cache sets. */
+/* A panel of B up to this size is copied to the stack so that its rows, a
+ * power of two apart in w, do not share cache sets (codegen_gemm.c packs for
+ * the same reason). */
 #define MAX_PANEL_BYTES (256 * 1024)
 /* The group ends after this many nodes in a row that do not join it. */
 #define MAX_OTHERS 16
@@ -226,27 +227,6 @@ void cg_epilogue_free(CgEpilogue *e) {
 
 /* ---- emission ------------------------------------------------------------------ */
 
-static LLVMTypeRef vec_of(Cg *cg, int lanes) { return lanes > 1 ? LLVMVectorType(cg->t_f32, (unsigned)lanes) : cg->t_f32; }
-
-static LLVMValueRef load_lanes(Cg *cg, LLVMValueRef base, LLVMValueRef idx, int lanes) {
-    LLVMValueRef v = LLVMBuildLoad2(cg->b, vec_of(cg, lanes), cg_gep(cg, cg->t_f32, base, idx), "");
-    LLVMSetAlignment(v, 4);
-    return v;
-}
-
-static void store_lanes(Cg *cg, LLVMValueRef base, LLVMValueRef idx, LLVMValueRef v) {
-    LLVMValueRef st = LLVMBuildStore(cg->b, v, cg_gep(cg, cg->t_f32, base, idx));
-    LLVMSetAlignment(st, 4);
-}
-
-static LLVMValueRef splat_value(Cg *cg, LLVMValueRef s, int lanes) {
-    if (lanes == 1) return s;
-    LLVMTypeRef vt = vec_of(cg, lanes);
-    LLVMValueRef one = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), s, LLVMConstInt(cg->t_i32, 0, false), "");
-    return LLVMBuildShuffleVector(cg->b, one, LLVMGetPoison(vt), LLVMConstNull(LLVMVectorType(cg->t_i32, (unsigned)lanes)),
-                                  "");
-}
-
 /* An outside operand at row m, columns c .. c + lanes of a value of type t. */
 static LLVMValueRef load_outside(Cg *cg, const CgEpilogue *G, const Node *x, const Type *t, LLVMValueRef m, LLVMValueRef c,
                                  int lanes) {
@@ -255,13 +235,13 @@ static LLVMValueRef load_outside(Cg *cg, const CgEpilogue *G, const Node *x, con
     LLVMValueRef base = cg_base(cg, x);
     int64_t L = t->dims[t->rank - 1];
     switch (f) {
-    case F_FULL: return load_lanes(cg, base, cg_mad(cg, m, L, c), lanes);
-    case F_ROW: return load_lanes(cg, base, c, lanes);
+    case F_FULL: return cg_load_vec(cg, base, cg_mad(cg, m, L, c), lanes);
+    case F_ROW: return cg_load_vec(cg, base, c, lanes);
     case F_EXAMPLE: {
         LLVMValueRef ex = G->rows == 1 ? m : LLVMBuildUDiv(cg->b, m, cg_i64(cg, G->rows), "");
-        return splat_value(cg, cg_load(cg, cg->t_f32, base, ex), lanes);
+        return cg_broadcast(cg, cg_load(cg, cg->t_f32, base, ex), lanes);
     }
-    default: return splat_value(cg, cg_load(cg, cg->t_f32, base, cg_i64(cg, 0)), lanes);
+    default: return cg_broadcast(cg, cg_load(cg, cg->t_f32, base, cg_i64(cg, 0)), lanes);
     }
 }
 
@@ -284,7 +264,7 @@ static void evaluate(Cg *cg, const CgEpilogue *G, LLVMValueRef m, LLVMValueRef j
             case M_OUT_SLICE: {
                 const Node *x = n->in[0];
                 int64_t L = x->type.dims[x->type.rank - 1];
-                v = load_lanes(cg, cg_base(cg, x), cg_mad(cg, m, L, cg_add(cg, j0, cg_i64(cg, n->slice.start))), lanes);
+                v = cg_load_vec(cg, cg_base(cg, x), cg_mad(cg, m, L, cg_add(cg, j0, cg_i64(cg, n->slice.start))), lanes);
                 break;
             }
             default: {
@@ -300,7 +280,7 @@ static void evaluate(Cg *cg, const CgEpilogue *G, LLVMValueRef m, LLVMValueRef j
             }
             }
             val[k * MAX_PARTS + q] = v;
-            if (G->store[k]) store_lanes(cg, cg_base(cg, n), cg_mad(cg, m, wide ? G->N : G->W, col), v);
+            if (G->store[k]) cg_store_vec(cg, cg_base(cg, n), cg_mad(cg, m, wide ? G->N : G->W, col), v);
         }
     }
     cg->lanes = saved;
@@ -311,7 +291,7 @@ static void evaluate(Cg *cg, const CgEpilogue *G, LLVMValueRef m, LLVMValueRef j
  * is read at b[p * b_sp + q * b_sq + bj0 + l] (bj0 is 0 in a panel). */
 static void tile_at(Cg *cg, const CgEpilogue *G, LLVMValueRef m0, int mr, LLVMValueRef j0, LLVMValueRef bj0, int lanes,
                     LLVMValueRef b, int64_t b_sp, int64_t b_sq, LLVMValueRef buf, LLVMValueRef *val) {
-    LLVMTypeRef vt = vec_of(cg, lanes);
+    LLVMTypeRef vt = cg_vec_type(cg->t_f32, lanes);
     LLVMValueRef acc[MAX_ROWS][MAX_PARTS], xb = cg_base(cg, G->node[0]->in[0]);
     int Q = (int)G->Q;
     for (int r = 0; r < mr; r++)
@@ -319,19 +299,19 @@ static void tile_at(Cg *cg, const CgEpilogue *G, LLVMValueRef m0, int mr, LLVMVa
     CgLoop lp = cg_loop_begin(cg, G->K);
     LLVMValueRef bv[MAX_PARTS];
     for (int q = 0; q < Q; q++)
-        bv[q] = load_lanes(cg, b, cg_add(cg, cg_mad(cg, lp.i, b_sp, bj0), cg_i64(cg, q * b_sq)), lanes);
+        bv[q] = cg_load_vec(cg, b, cg_add(cg, cg_mad(cg, lp.i, b_sp, bj0), cg_i64(cg, q * b_sq)), lanes);
     for (int r = 0; r < mr; r++) {
         LLVMValueRef row = cg_add(cg, m0, cg_i64(cg, r));
-        LLVMValueRef a = splat_value(cg, cg_load(cg, cg->t_f32, xb, cg_mad(cg, row, G->K, lp.i)), lanes);
+        LLVMValueRef a = cg_broadcast(cg, cg_load(cg, cg->t_f32, xb, cg_mad(cg, row, G->K, lp.i)), lanes);
         for (int q = 0; q < Q; q++) cg_set(cg, acc[r][q], cg_fma(cg, a, bv[q], cg_get(cg, vt, acc[r][q])));
     }
     cg_loop_end(cg, &lp);
     for (int r = 0; r < mr; r++)
         for (int q = 0; q < Q; q++)
-            store_lanes(cg, buf, cg_i64(cg, ((int64_t)r * Q + q) * lanes), cg_get(cg, vt, acc[r][q]));
+            cg_store_vec(cg, buf, cg_i64(cg, ((int64_t)r * Q + q) * lanes), cg_get(cg, vt, acc[r][q]));
     CgLoop lr = cg_loop_begin(cg, mr);
     LLVMValueRef sums[MAX_PARTS];
-    for (int q = 0; q < Q; q++) sums[q] = load_lanes(cg, buf, cg_mul(cg, cg_add(cg, cg_mul(cg, lr.i, Q), cg_i64(cg, q)), lanes), lanes);
+    for (int q = 0; q < Q; q++) sums[q] = cg_load_vec(cg, buf, cg_mul(cg, cg_add(cg, cg_mul(cg, lr.i, Q), cg_i64(cg, q)), lanes), lanes);
     evaluate(cg, G, cg_add(cg, m0, lr.i), j0, lanes, sums, val);
     cg_loop_end(cg, &lr);
 }
@@ -346,8 +326,8 @@ static void columns(Cg *cg, const CgEpilogue *G, LLVMValueRef j0, int lanes, LLV
         /* The columns this block reads, as rows of Q * lanes floats. */
         CgLoop lp = cg_loop_begin(cg, G->K);
         for (int64_t q = 0; q < Q; q++) {
-            LLVMValueRef v = load_lanes(cg, b, cg_add(cg, cg_mad(cg, lp.i, b_sp, j0), cg_i64(cg, q * b_sq)), lanes);
-            store_lanes(cg, panel, cg_mad(cg, lp.i, Q * lanes, cg_i64(cg, q * lanes)), v);
+            LLVMValueRef v = cg_load_vec(cg, b, cg_add(cg, cg_mad(cg, lp.i, b_sp, j0), cg_i64(cg, q * b_sq)), lanes);
+            cg_store_vec(cg, panel, cg_mad(cg, lp.i, Q * lanes, cg_i64(cg, q * lanes)), v);
         }
         cg_loop_end(cg, &lp);
         b = panel;
@@ -371,15 +351,6 @@ static void columns(Cg *cg, const CgEpilogue *G, LLVMValueRef j0, int lanes, LLV
     }
 }
 
-static LLVMValueRef stack_array(Cg *cg, int64_t floats) {
-    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
-    LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
-    LLVMValueRef a = LLVMBuildAlloca(cg->b, LLVMArrayType2(cg->t_f32, (uint64_t)floats), "");
-    LLVMSetAlignment(a, 64);
-    LLVMPositionBuilderAtEnd(cg->b, here);
-    return a;
-}
-
 /* Part columns in blocks of 16 lanes, then 8, then one at a time. */
 int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     const CgEpilogue G = *e;
@@ -388,12 +359,12 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
         cg_fail(cg, G.node[0], "out of memory");
         return 0;
     }
-    LLVMValueRef buf = stack_array(cg, (int64_t)MAX_ACC * LANES);
+    LLVMValueRef buf = cg_stack_array(cg, cg->t_f32, (int64_t)MAX_ACC * LANES);
     /* A panel pays for its copy when several row tiles read it: not for the
      * one row of a batch-1 step, which reads B once. */
     int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows;
     bool pack = G.K * G.Q * LANES * 4 <= MAX_PANEL_BYTES && M > 2 * MAX_ROWS;
-    LLVMValueRef panel = pack ? stack_array(cg, G.K * G.Q * LANES) : NULL;
+    LLVMValueRef panel = pack ? cg_stack_array(cg, cg->t_f32, G.K * G.Q * LANES) : NULL;
     int64_t j = 0, wide = G.W / LANES;
     if (wide > 0) {
         CgLoop lj = cg_loop_begin(cg, wide);

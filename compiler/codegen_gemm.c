@@ -24,8 +24,6 @@
 #define NV_ROW 4
 #define FEW_ROWS 2
 
-static LLVMTypeRef vec(LLVMTypeRef t, int lanes) { return lanes == 1 ? t : LLVMVectorType(t, (unsigned)lanes); }
-
 LLVMValueRef cg_fma(Cg *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc) {
     LLVMTypeRef t = LLVMTypeOf(acc);
     static unsigned fma_id;
@@ -39,21 +37,14 @@ LLVMValueRef cg_fma(Cg *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc) {
 /* A(i, p), `lanes` copies of it when lanes > 1. */
 static LLVMValueRef a_value(Cg *cg, const CgGemm *g, LLVMValueRef i, LLVMValueRef p, int lanes) {
     LLVMValueRef idx = LLVMBuildAdd(cg->b, cg_mul(cg, i, g->a_si), cg_mul(cg, p, g->a_sp), "");
-    LLVMValueRef a = cg_load(cg, cg->t_f32, g->a, idx);
-    if (lanes == 1) return a;
-    LLVMTypeRef vt = vec(cg->t_f32, lanes);
-    LLVMValueRef one = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), a, LLVMConstInt(cg->t_i32, 0, false), "");
-    LLVMValueRef mask = LLVMConstNull(vec(cg->t_i32, lanes));
-    return LLVMBuildShuffleVector(cg->b, one, LLVMGetPoison(vt), mask, "");
+    return cg_broadcast(cg, cg_load(cg, cg->t_f32, g->a, idx), lanes);
 }
 
 /* B(p, j .. j + lanes); a transposed B one column at a time (lanes 1). */
 static LLVMValueRef b_value(Cg *cg, const CgGemm *g, LLVMValueRef p, LLVMValueRef j, int lanes) {
     LLVMValueRef idx = g->b_trans ? LLVMBuildAdd(cg->b, cg_mul(cg, j, g->b_sp), p, "")
                                   : LLVMBuildAdd(cg->b, cg_mul(cg, p, g->b_sp), j, "");
-    LLVMValueRef v = LLVMBuildLoad2(cg->b, vec(cg->t_f32, lanes), cg_gep(cg, cg->t_f32, g->b, idx), "");
-    LLVMSetAlignment(v, 4);
-    return v;
+    return cg_load_vec(cg, g->b, idx, lanes);
 }
 
 /* A function of this module's own, internal and out of line, made on first
@@ -97,15 +88,14 @@ static void helper_end(Cg *cg, const Saved *s) {
  * that is stored and loaded unchanged. Built into the function being built,
  * whose arguments are a, b, c, kc and first. */
 static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, LLVMValueRef kc, LLVMValueRef first) {
-    LLVMTypeRef at = vec(cg->t_f32, lanes);
+    LLVMTypeRef at = cg_vec_type(cg->t_f32, lanes);
     LLVMValueRef acc[MR][NV_ROW], is[MR], js[NV_ROW], cidx[MR][NV_ROW];
     for (int r = 0; r < mr; r++) is[r] = cg_i64(cg, r);
     for (int v = 0; v < nv; v++) js[v] = cg_i64(cg, (int64_t)v * lanes);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
             cidx[r][v] = LLVMBuildAdd(cg->b, cg_mul(cg, is[r], g->c_si), js[v], "");
-            LLVMValueRef old = LLVMBuildLoad2(cg->b, at, cg_gep(cg, cg->t_f32, g->c, cidx[r][v]), "");
-            LLVMSetAlignment(old, 4);
+            LLVMValueRef old = cg_load_vec(cg, g->c, cidx[r][v], lanes);
             acc[r][v] = cg_local(cg, at, NULL);
             cg_set(cg, acc[r][v], LLVMBuildSelect(cg->b, first, LLVMConstNull(at), old, ""));
         }
@@ -118,10 +108,7 @@ static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, LLVMVa
     }
     cg_loop_end(cg, &lp);
     for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) {
-            LLVMValueRef st = LLVMBuildStore(cg->b, cg_get(cg, at, acc[r][v]), cg_gep(cg, cg->t_f32, g->c, cidx[r][v]));
-            LLVMSetAlignment(st, 4);
-        }
+        for (int v = 0; v < nv; v++) cg_store_vec(cg, g->c, cidx[r][v], cg_get(cg, at, acc[r][v]));
 }
 
 /* One function per tile shape and layout, `void (ptr a, ptr b, ptr c, i64
@@ -234,9 +221,7 @@ static void pack_b_body(Cg *cg, const CgGemm *g, LLVMValueRef src, LLVMValueRef 
         cg_loop_end(cg, &lc);
     } else {
         CgLoop lp = cg_loop_begin_n(cg, kc);
-        LLVMValueRef v = LLVMBuildLoad2(cg->b, vec(cg->t_f32, WIDE),
-                                        cg_gep(cg, cg->t_f32, src, cg_mad(cg, lp.i, g->b_sp, j0)), "");
-        LLVMSetAlignment(v, 4);
+        LLVMValueRef v = cg_load_vec(cg, src, cg_mad(cg, lp.i, g->b_sp, j0), WIDE);
         LLVMValueRef st = LLVMBuildStore(cg->b, v, cg_gep(cg, cg->t_f32, panel, cg_mul(cg, lp.i, WIDE)));
         LLVMSetAlignment(st, 64);
         cg_loop_end(cg, &lp);
@@ -296,7 +281,7 @@ static void k_block(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef bp, i
 
 static void emit_gemm(Cg *cg, const CgGemm *g) {
     LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false);
-    int64_t j = 0;
+    int64_t j;
     if (g->M <= FEW_ROWS && !g->b_trans) {
         int64_t wide = (int64_t)NV_ROW * LANES, n = g->N / wide;
         if (n > 0) {
@@ -305,19 +290,20 @@ static void emit_gemm(Cg *cg, const CgGemm *g) {
             cg_loop_end(cg, &lj);
         }
         j = n * wide;
-    }
-    int64_t npanels = j > 0 || (g->M <= FEW_ROWS && !g->b_trans) ? 0 : g->N / WIDE;
-    if (npanels > 0) {
-        int64_t kc = g->P < KC ? g->P : KC, mc = g->M < MC ? g->M : MC;
-        LLVMValueRef bp = pack_buffer(cg, "b", kc * npanels * WIDE), ap = pack_buffer(cg, "a", mc * kc);
-        int64_t full = g->P / kc, rest = g->P % kc;
-        CgLoop lk = cg_loop_begin(cg, full);
-        k_block(cg, g, ap, bp, npanels, cg_mul(cg, lk.i, kc), kc);
-        cg_loop_end(cg, &lk);
-        if (rest) k_block(cg, g, ap, bp, npanels, cg_i64(cg, full * kc), rest);
+    } else {
+        int64_t npanels = g->N / WIDE;
+        if (npanels > 0) {
+            int64_t kc = g->P < KC ? g->P : KC, mc = g->M < MC ? g->M : MC;
+            LLVMValueRef bp = pack_buffer(cg, "b", kc * npanels * WIDE), ap = pack_buffer(cg, "a", mc * kc);
+            int64_t full = g->P / kc, rest = g->P % kc;
+            CgLoop lk = cg_loop_begin(cg, full);
+            k_block(cg, g, ap, bp, npanels, cg_mul(cg, lk.i, kc), kc);
+            cg_loop_end(cg, &lk);
+            if (rest) k_block(cg, g, ap, bp, npanels, cg_i64(cg, full * kc), rest);
+        }
+        j = npanels * WIDE;
     }
     /* The columns right of the panels, with the whole sum at once. */
-    if (npanels > 0) j = npanels * WIDE;
     for (; !g->b_trans && j + LANES <= g->N; j += LANES) column_block(cg, g, g->M, cg_i64(cg, j), 1, LANES, g->P, yes);
     if (j < g->N) {
         CgLoop lj = cg_loop_begin(cg, g->N - j);

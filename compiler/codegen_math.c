@@ -8,13 +8,7 @@
 
 static LLVMValueRef c(Cg *cg, float v) { return cg_f32(cg, (double)v); }
 
-static LLVMValueRef ci(Cg *cg, int v) {
-    LLVMValueRef one = LLVMConstInt(cg->t_i32, (unsigned long long)(long long)v, true);
-    if (cg->lanes <= 1) return one;
-    LLVMValueRef e[64];
-    for (int k = 0; k < cg->lanes; k++) e[k] = one;
-    return LLVMConstVector(e, (unsigned)cg->lanes);
-}
+static LLVMValueRef ci(Cg *cg, int v) { return cg_splat(cg, LLVMConstInt(cg->t_i32, (unsigned long long)(long long)v, true)); }
 
 static LLVMValueRef fma3(Cg *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc) { return cg_fma(cg, a, b, acc); }
 static LLVMValueRef lt(Cg *cg, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFCmp(cg->b, LLVMRealOLT, a, b, ""); }
@@ -69,13 +63,7 @@ LLVMValueRef cg_tanhf(Cg *cg, LLVMValueRef x) {
     return sel(cg, lt(cg, z, c(cg, SEQC_TANH_SMALL)), small, big);
 }
 
-static LLVMValueRef ci64(Cg *cg, int64_t v) {
-    LLVMValueRef one = LLVMConstInt(cg->t_i64, (unsigned long long)v, true);
-    if (cg->lanes <= 1) return one;
-    LLVMValueRef e[64];
-    for (int k = 0; k < cg->lanes; k++) e[k] = one;
-    return LLVMConstVector(e, (unsigned)cg->lanes);
-}
+static LLVMValueRef ci64(Cg *cg, int64_t v) { return cg_splat(cg, LLVMConstInt(cg->t_i64, (unsigned long long)v, true)); }
 
 static LLVMValueRef pow2d(Cg *cg, LLVMValueRef n) {
     LLVMValueRef bits = LLVMBuildShl(cg->b, LLVMBuildAdd(cg->b, n, ci64(cg, 1023), ""), ci64(cg, 52), "");

@@ -551,11 +551,7 @@ static LLVMValueRef logsumexp(Cg *cg, const Node *p, LLVMValueRef pp, LLVMValueR
     if (C <= MAX_ROW_SCRATCH) {
         /* The exps in a loop of their own, which runs on vectors, then their
          * sum in order: the same terms, the same sum. */
-        LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
-        LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
-        LLVMValueRef buf = LLVMBuildAlloca(cg->b, LLVMArrayType2(cg->t_f64, (uint64_t)C), "exps");
-        LLVMSetAlignment(buf, 64);
-        LLVMPositionBuilderAtEnd(cg->b, here);
+        LLVMValueRef buf = cg_stack_array(cg, cg->t_f64, C);
         lc = cg_loop_begin(cg, C);
         cg_store(cg, cg->t_f64, buf, lc.i, cg_exp(cg, fsub(cg, class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m2)));
         cg_loop_end(cg, &lc);

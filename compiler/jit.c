@@ -45,7 +45,7 @@ typedef struct RuntimeSymbol {
 
 #define SYM(f) {#f, (void (*)(void))f}
 static const RuntimeSymbol runtime_symbols[] = {
-    SYM(rt_dropout_mask_f32), SYM(expf), SYM(logf), SYM(tanhf), SYM(exp), SYM(log), SYM(log1p), SYM(pow),
+    SYM(rt_dropout_mask_f32), SYM(logf), SYM(log), SYM(log1p), SYM(pow),
 };
 #undef SYM
 
@@ -67,7 +67,7 @@ static LLVMErrorRef define_runtime(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd) {
 
 /* The user's extern functions, at the addresses dlsym found: their libraries
  * were opened RTLD_LOCAL, so the process search below would not see them. A
- * symbol the runtime binds already (a user's own `expf`) would be defined
+ * symbol the runtime binds already (a user's own `logf`) would be defined
  * twice; unless it is the very same function, say so. NULL: no error. */
 static char *define_externs(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, const CgModule *m) {
     const CgExternSymbol *ext;
