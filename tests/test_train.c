@@ -128,6 +128,21 @@ START_TEST(object_cache) {
 }
 END_TEST
 
+/* `seqc graph --fused` shows the graph the code generator lowers: the input
+ * projection hoisted out of the step, which then reads the projected inputs
+ * as a second sequence; the plain graph projects inside the step. `--time`
+ * says what the lowering fused. */
+START_TEST(graph_fused_and_time) {
+    const char *seqc = env("SEQC_EXE");
+    ck_assert_msg(sh("'%s' graph --grad --text alarm.seq", seqc) == 0, "%.3000s", out);
+    ck_assert_msg(strstr(out, "{ rnn, 1 sequences") != NULL && strstr(out, "{ rnn, 2 sequences") == NULL, "%.3000s", out);
+    ck_assert_msg(sh("'%s' graph --fused --grad --text alarm.seq", seqc) == 0, "%.3000s", out);
+    ck_assert_msg(strstr(out, "{ rnn, 2 sequences") != NULL && strstr(out, "{ rnn, 1 sequences") == NULL, "%.3000s", out);
+    ck_assert_msg(sh("SEQC_CACHE=off '%s' run --time alarm.seq info", seqc) == 0, "%.3000s", out);
+    ck_assert_msg(strstr(out, "matmuls with their elementwise epilogue (") != NULL, "%.3000s", out);
+}
+END_TEST
+
 /* Ctrl-C finishes the step, writes a checkpoint and exits; --resume then
  * ends with the weights of an uninterrupted run. */
 START_TEST(interrupt_and_resume) {
@@ -329,6 +344,7 @@ int main(void) {
     tcase_add_test(t, alarm_learns);
     tcase_add_test(t, jit_aot_resume_identical);
     tcase_add_test(t, object_cache);
+    tcase_add_test(t, graph_fused_and_time);
     tcase_add_test(t, interrupt_and_resume);
     tcase_add_test(t, non_finite_stops);
     tcase_add_test(t, bad_inputs);
