@@ -1,8 +1,8 @@
 /* Times seqc's training step on a model file, the way bench/run compares it
  * with its peers:
  *
- *     seqc-bench [--steps N] [--warmup W] [--no-update] [--batch N] [--bptt N] [--since NS] MODEL.seq
- *     seqc-bench --infer [--steps N] MODEL.seq
+ *     seqc-bench [--steps N] [--warmup W] [--no-update] [--batch N] [--bptt N] [--since NS] [--threads T] MODEL.seq
+ *     seqc-bench --infer [--steps N] [--threads T] MODEL.seq
  *     seqc-bench --peak
  *
  * The model is compiled as `seqc run` compiles it (build_model, ORC JIT),
@@ -13,7 +13,9 @@
  * step alone, forward and backward, as oneDNN's primitive is timed). One
  * line on stdout:
  *
- *     model=NAME median_ms= min_ms= max_ms= ready_ms= first_step_ms= llvm_ms= gflop= gflops= slab_mb= rss_mb=
+ *     model=NAME median_ms= min_ms= max_ms= ready_ms= first_step_ms= llvm_ms= gflop= gflops= slab_mb= rss_mb= threads=
+ *
+ * --threads T: the kernels' threads (runtime/pool.h; default one per core).
  *
  * ready_ms runs from the process's start to the compiled step being ready to
  * run: loading the program and its libraries, compiling and the JIT (or
@@ -45,6 +47,7 @@
 #include "gradcheck.h"
 #include "interp.h"
 #include "jit.h"
+#include "pool.h"
 #include "rng.h"
 
 static double now_ms(void) {
@@ -188,7 +191,7 @@ static bool fill_slab(const Graph *g, const CgPlan *plan, uint8_t *slab) {
 
 static void usage(void) {
     fprintf(stderr, "usage: seqc-bench [--steps N] [--warmup W] [--no-update] [--batch N] [--bptt N] [--since NS] "
-                    "MODEL.seq\n"
+                    "[--threads T] MODEL.seq\n"
                     "       seqc-bench --peak\n");
 }
 
@@ -206,6 +209,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--batch") == 0 && more) bo.batch = atoll(argv[++i]);
         else if (strcmp(a, "--bptt") == 0 && more) bo.bptt = atoll(argv[++i]);
         else if (strcmp(a, "--since") == 0 && more) since = atoll(argv[++i]);
+        else if (strcmp(a, "--threads") == 0 && more) rt_set_threads(atoi(argv[++i]));
         else if (strcmp(a, "--no-update") == 0) update = false;
         else if (strcmp(a, "--infer") == 0) infer = true;
         else if (a[0] != '-' && !bo.path) bo.path = a;
@@ -283,10 +287,10 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("model=%s median_ms=%.3f min_ms=%.3f max_ms=%.3f ready_ms=%.1f first_step_ms=%.1f llvm_ms=%.1f gflop=%.4f "
-           "gflops=%.1f slab_mb=%.1f rss_mb=%.1f\n",
+           "gflops=%.1f slab_mb=%.1f rss_mb=%.1f threads=%d\n",
            g->name, median, times[0], times[steps - 1], ready, first,
            tt->passes_ms + tt->jit_ms + ti->passes_ms + ti->jit_ms, gflop, gflop / median * 1e3,
-           (double)plan->slab_bytes / 1048576.0, (double)ru.ru_maxrss / 1024.0);
+           (double)plan->slab_bytes / 1048576.0, (double)ru.ru_maxrss / 1024.0, rt_threads());
     status = 0;
 done:
     free(times);

@@ -618,6 +618,72 @@ done:
     free(uses);
 }
 
+LLVMValueRef cg_helper_begin(Cg *cg, const char *name, LLVMTypeRef ty, CgSaved *s, bool *made) {
+    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+    *made = !fn;
+    if (fn) return fn;
+    *s = (CgSaved){cg->fn, cg->slab, cg->allocas, LLVMGetInsertBlock(cg->b), NULL};
+    fn = LLVMAddFunction(cg->mod, name, ty);
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    cg_noinline(cg, fn);
+    cg->fn = fn;
+    cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
+    s->start = LLVMAppendBasicBlockInContext(cg->ctx, fn, "start");
+    LLVMPositionBuilderAtEnd(cg->b, s->start);
+    return fn;
+}
+
+void cg_helper_end(Cg *cg, const CgSaved *s) {
+    LLVMBuildRetVoid(cg->b);
+    LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
+    LLVMBuildBr(cg->b, s->start);
+    cg->fn = s->fn;
+    cg->slab = s->slab;
+    cg->allocas = s->allocas;
+    LLVMPositionBuilderAtEnd(cg->b, s->here);
+}
+
+/* The task type of runtime/pool.h: void (ptr ctx, i64 part, i64 nparts, ptr scratch). */
+static LLVMTypeRef task_type(Cg *cg) {
+    LLVMTypeRef params[4] = {cg->t_ptr, cg->t_i64, cg->t_i64, cg->t_ptr};
+    return LLVMFunctionType(cg->t_void, params, 4, false);
+}
+
+void cg_par_begin(Cg *cg, CgPar *p, const char *name, const LLVMValueRef *vals, int nvals) {
+    /* The caller's values travel in an array of pointers in its frame,
+     * which lives until rt_parallel returns. */
+    p->nvals = nvals;
+    p->ctx = cg_stack_array(cg, cg->t_ptr, nvals > 0 ? nvals : 1);
+    for (int k = 0; k < nvals; k++)
+        LLVMBuildStore(cg->b, vals[k], cg_gep(cg, cg->t_ptr, p->ctx, cg_i64(cg, k)));
+    bool made;
+    p->fn = cg_helper_begin(cg, name, task_type(cg), &p->saved, &made);
+    if (!made) {
+        cg_fail(cg, NULL, "kernel %s is built twice", name);
+        return;
+    }
+    LLVMValueRef ctx = LLVMGetParam(p->fn, 0);
+    for (int k = 0; k < nvals; k++) p->vals[k] = cg_load(cg, cg->t_ptr, ctx, cg_i64(cg, k));
+    p->part = LLVMGetParam(p->fn, 1);
+    p->nparts = LLVMGetParam(p->fn, 2);
+    p->scratch = LLVMGetParam(p->fn, 3);
+}
+
+void cg_par_end(Cg *cg, CgPar *p, int64_t max_parts, int64_t scratch_bytes) {
+    cg_helper_end(cg, &p->saved);
+    LLVMValueRef args[4] = {p->fn, p->ctx, cg_i64(cg, max_parts < 1 ? 1 : max_parts), cg_i64(cg, scratch_bytes)};
+    cg_call(cg, cg->parallel, args, 4);
+}
+
+LLVMValueRef cg_part_start(Cg *cg, const CgPar *p, int64_t units) {
+    /* part * units / nparts: units and nparts are far below 2^31. */
+    return LLVMBuildUDiv(cg->b, cg_mul(cg, p->part, units), p->nparts, "");
+}
+
+LLVMValueRef cg_part_end(Cg *cg, const CgPar *p, int64_t units) {
+    return LLVMBuildUDiv(cg->b, cg_mul(cg, LLVMBuildAdd(cg->b, p->part, cg_i64(cg, 1), ""), units), p->nparts, "");
+}
+
 void cg_noinline(Cg *cg, LLVMValueRef fn) {
     unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
     LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, noinline, 0));
@@ -764,6 +830,8 @@ static void declare_runtime(Cg *cg) {
     cg->trap = declare(cg, "llvm.trap", cg->t_void, NULL, 0);
     LLVMTypeRef drop[5] = {cg->t_ptr, cg->t_i64, f64, cg->t_i64, cg->t_i64};
     cg->dropout = declare(cg, "rt_dropout_mask_f32", cg->t_void, drop, 5);
+    LLVMTypeRef par[4] = {cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64};
+    cg->parallel = declare(cg, "rt_parallel", cg->t_void, par, 4);
 }
 
 /* `<name><suffix>`, the name made a C identifier. */

@@ -225,7 +225,7 @@ typedef struct Cg {
     LLVMBuilderRef b;
     LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
     LLVMTypeRef t_node;         /* void (ptr slab, i32 training, i64 seed) */
-    CgFn logf, log, log1p, pow, sqrtf, sqrt, fabs, trap, dropout;
+    CgFn logf, log, log1p, pow, sqrtf, sqrt, fabs, trap, dropout, parallel;
     const CgPlan *plan;
     int64_t batch;
     /* The width of the values an elementwise rule builds: 1 (scalars), or a
@@ -249,6 +249,41 @@ typedef struct CgLoop {
 typedef struct CgIf {
     LLVMBasicBlockRef then, els, end;
 } CgIf;
+
+/* A function of this module's own, internal and out of line, made on first
+ * use: when it is new (*made), the builder is left at the start of its body,
+ * cg->fn and cg->allocas switched to it, until cg_helper_end returns to
+ * where the caller was (cg->slab too). */
+typedef struct CgSaved {
+    LLVMValueRef fn, slab;
+    LLVMBasicBlockRef allocas, here, start;
+} CgSaved;
+LLVMValueRef cg_helper_begin(Cg *cg, const char *name, LLVMTypeRef ty, CgSaved *s, bool *made);
+void cg_helper_end(Cg *cg, const CgSaved *s);
+
+/* A kernel split into parts over the runtime's threads (runtime/pool.h):
+ * cg_par_begin starts the part function `name` (a new one), whose code
+ * sees the caller's vals[k] as p->vals[k], its part and nparts (i64), and
+ * scratch bytes of its own; cg_par_end closes it and, back in the caller,
+ * calls rt_parallel with at most max_parts parts. The part function must
+ * give each output element to one part and compute it there exactly as one
+ * thread would: then no result depends on the number of threads. */
+#define CG_PAR_VALS 4
+/* A part is worth a thread's wake-up from this many flops (some 15 us). */
+#define CG_PART_FLOPS (2 << 20)
+typedef struct CgPar {
+    CgSaved saved;
+    LLVMValueRef fn, ctx;
+    int nvals;
+    LLVMValueRef vals[CG_PAR_VALS];
+    LLVMValueRef part, nparts, scratch;
+} CgPar;
+void cg_par_begin(Cg *cg, CgPar *p, const char *name, const LLVMValueRef *vals, int nvals);
+void cg_par_end(Cg *cg, CgPar *p, int64_t max_parts, int64_t scratch_bytes);
+/* The part's share [start, end) of units 0 .. units, in order: every unit
+ * in exactly one part, the parts' sizes within one of each other. */
+LLVMValueRef cg_part_start(Cg *cg, const CgPar *p, int64_t units);
+LLVMValueRef cg_part_end(Cg *cg, const CgPar *p, int64_t units);
 
 double cg_now_ms(void);
 void cg_noinline(Cg *cg, LLVMValueRef fn);     /* keep fn out of line: O3 works one function at a time */
@@ -328,6 +363,7 @@ typedef struct CgGemm {
     LLVMValueRef a, b, c;
     int64_t a_si, a_sp, b_sp, c_si;
     bool b_trans;           /* B(p, j) at b[j * b_sp + p] instead */
+    int64_t a_ss;           /* internal: > 0 when A is packed in slivers of 8 rows, row i at a[(i / 8) * a_ss + i % 8] */
 } CgGemm;
 void cg_gemm(Cg *cg, const CgGemm *g);
 /* acc + a * b rounded once (llvm.fma), scalars or vectors of one float type. */

@@ -351,7 +351,9 @@ static void columns(Cg *cg, const CgEpilogue *G, LLVMValueRef j0, int lanes, LLV
     }
 }
 
-/* Part columns in blocks of 16 lanes, then 8, then one at a time. */
+/* Part columns in blocks of 16 lanes, then 8, then one at a time. The
+ * blocks of 16 are split over threads; the columns after them go to the
+ * last part. */
 int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     const CgEpilogue G = *e;
     LLVMValueRef *val = calloc((size_t)G.n * MAX_PARTS, sizeof *val);
@@ -359,28 +361,45 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
         cg_fail(cg, G.node[0], "out of memory");
         return 0;
     }
+    int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows, wide = G.W / LANES;
+    double flops = 2.0 * (double)M * (double)G.N * (double)G.K;
+    int64_t max_parts = (int64_t)(flops / CG_PART_FLOPS);
+    if (max_parts > wide) max_parts = wide;
+    CgPar par;
+    size_t len;
+    char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &len));
+    cg_par_begin(cg, &par, name, &cg->slab, 1);
+    free(name);
+    cg->slab = par.vals[0];
     LLVMValueRef buf = cg_stack_array(cg, cg->t_f32, (int64_t)MAX_ACC * LANES);
     /* A panel pays for its copy when several row tiles read it: not for the
      * one row of a batch-1 step, which reads B once. */
-    int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows;
     bool pack = G.K * G.Q * LANES * 4 <= MAX_PANEL_BYTES && M > 2 * MAX_ROWS;
     LLVMValueRef panel = pack ? cg_stack_array(cg, cg->t_f32, G.K * G.Q * LANES) : NULL;
-    int64_t j = 0, wide = G.W / LANES;
+    int64_t j = 0;
     if (wide > 0) {
-        CgLoop lj = cg_loop_begin(cg, wide);
-        columns(cg, &G, cg_mul(cg, lj.i, LANES), LANES, buf, panel, val);
+        LLVMValueRef from = cg_part_start(cg, &par, wide);
+        CgLoop lj = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &par, wide), from, ""));
+        columns(cg, &G, cg_mul(cg, cg_add(cg, from, lj.i), LANES), LANES, buf, panel, val);
         cg_loop_end(cg, &lj);
         j = wide * LANES;
     }
-    if (G.W - j >= LANES / 2) {
-        columns(cg, &G, cg_i64(cg, j), LANES / 2, buf, panel, val);
-        j += LANES / 2;
-    }
     if (j < G.W) {
-        CgLoop lj = cg_loop_begin(cg, G.W - j);
-        columns(cg, &G, cg_add(cg, lj.i, cg_i64(cg, j)), 1, buf, NULL, val);
-        cg_loop_end(cg, &lj);
+        LLVMValueRef last = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildAdd(cg->b, par.part, cg_i64(cg, 1), ""),
+                                          par.nparts, "");
+        CgIf f = cg_if(cg, last);
+        if (G.W - j >= LANES / 2) {
+            columns(cg, &G, cg_i64(cg, j), LANES / 2, buf, panel, val);
+            j += LANES / 2;
+        }
+        if (j < G.W) {
+            CgLoop lj = cg_loop_begin(cg, G.W - j);
+            columns(cg, &G, cg_add(cg, lj.i, cg_i64(cg, j)), 1, buf, NULL, val);
+            cg_loop_end(cg, &lj);
+        }
+        cg_endif(cg, &f);
     }
+    cg_par_end(cg, &par, max_parts, 0);
     free(val);
     return G.n;
 }

@@ -47,39 +47,6 @@ static LLVMValueRef b_value(Cg *cg, const CgGemm *g, LLVMValueRef p, LLVMValueRe
     return cg_load_vec(cg, g->b, idx, lanes);
 }
 
-/* A function of this module's own, internal and out of line, made on first
- * use: when it is new (*made), the builder is left at the start of its body,
- * cg->fn and cg->allocas switched to it, until helper_end returns to where
- * the caller was. */
-typedef struct Saved {
-    LLVMValueRef fn;
-    LLVMBasicBlockRef allocas, here, start;
-} Saved;
-
-static LLVMValueRef helper_begin(Cg *cg, const char *name, LLVMTypeRef ty, Saved *s, bool *made) {
-    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
-    *made = !fn;
-    if (fn) return fn;
-    *s = (Saved){cg->fn, cg->allocas, LLVMGetInsertBlock(cg->b), NULL};
-    fn = LLVMAddFunction(cg->mod, name, ty);
-    LLVMSetLinkage(fn, LLVMInternalLinkage);
-    cg_noinline(cg, fn);
-    cg->fn = fn;
-    cg->allocas = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
-    s->start = LLVMAppendBasicBlockInContext(cg->ctx, fn, "start");
-    LLVMPositionBuilderAtEnd(cg->b, s->start);
-    return fn;
-}
-
-static void helper_end(Cg *cg, const Saved *s) {
-    LLVMBuildRetVoid(cg->b);
-    LLVMPositionBuilderAtEnd(cg->b, cg->allocas);
-    LLVMBuildBr(cg->b, s->start);
-    cg->fn = s->fn;
-    cg->allocas = s->allocas;
-    LLVMPositionBuilderAtEnd(cg->b, s->here);
-}
-
 /* The tile: C(r, j) for r < mr, j < nv * lanes, kc terms of its sums,
  * A(r, p) and B(p, j) read for p = 0 .. kc (pointers and strides of a view
  * of a block): the accumulators live in locals that the optimizer keeps in
@@ -115,74 +82,60 @@ static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, LLVMVa
  * kc, i1 first)` with a at A(i0, 0), b at B(0, j0), c at C(i0, j0): every
  * call site of a product, and every product with the same strides, shares
  * it, so O3 and the back end see the tile's code once. */
-static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes, int64_t kc,
+static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes, LLVMValueRef kc,
                  LLVMValueRef first) {
     char name[160];
     snprintf(name, sizeof name, "gemm.tile.%dx%dx%d.%lld.%lld.%lld%s.%lld", mr, nv, lanes, (long long)g->a_si,
              (long long)g->a_sp, (long long)g->b_sp, g->b_trans ? "t" : "", (long long)g->c_si);
     LLVMTypeRef params[5] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i1};
     LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 5, false);
-    Saved saved;
+    CgSaved saved;
     bool made;
-    LLVMValueRef fn = helper_begin(cg, name, ty, &saved, &made);
+    LLVMValueRef fn = cg_helper_begin(cg, name, ty, &saved, &made);
     if (made) {
         CgGemm inner = *g;
         inner.a = LLVMGetParam(fn, 0);
         inner.b = LLVMGetParam(fn, 1);
         inner.c = LLVMGetParam(fn, 2);
         tile_body(cg, &inner, mr, nv, lanes, LLVMGetParam(fn, 3), LLVMGetParam(fn, 4));
-        helper_end(cg, &saved);
+        cg_helper_end(cg, &saved);
     }
-    LLVMValueRef a = cg_gep(cg, cg->t_f32, g->a, cg_mul(cg, i0, g->a_si));
+    /* Row i0 of A: of a packed block, sliver i0 / MR, row i0 % MR in it. */
+    LLVMValueRef arow = g->a_ss ? cg_add(cg, cg_mul(cg, LLVMBuildUDiv(cg->b, i0, cg_i64(cg, MR), ""), g->a_ss),
+                                         LLVMBuildURem(cg->b, i0, cg_i64(cg, MR), ""))
+                                : cg_mul(cg, i0, g->a_si);
+    LLVMValueRef a = cg_gep(cg, cg->t_f32, g->a, arow);
     LLVMValueRef b = cg_gep(cg, cg->t_f32, g->b, g->b_trans ? cg_mul(cg, j0, g->b_sp) : j0);
     LLVMValueRef c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), j0));
-    LLVMValueRef args[5] = {a, b, c, cg_i64(cg, kc), first};
+    LLVMValueRef args[5] = {a, b, c, kc, first};
     LLVMBuildCall2(cg->b, ty, fn, args, 5, "");
 }
 
-/* Rows 0 .. m of the view g at columns [j0, j0 + nv * lanes) (single
- * columns when lanes is 1): MR-row tiles, then the rows left over one at a
- * time. */
-static void column_block(Cg *cg, const CgGemm *g, int64_t m, LLVMValueRef j0, int nv, int lanes, int64_t kc,
-                         LLVMValueRef first) {
-    int64_t blocks = m / MR;
-    if (blocks > 0) {
-        CgLoop li = cg_loop_begin(cg, blocks);
-        tile(cg, g, cg_mul(cg, li.i, MR), j0, MR, nv, lanes, kc, first);
-        cg_loop_end(cg, &li);
-    }
-    if (m % MR) {
-        CgLoop li = cg_loop_begin(cg, m % MR);
-        tile(cg, g, LLVMBuildAdd(cg->b, li.i, cg_i64(cg, blocks * MR), ""), j0, 1, nv, lanes, kc, first);
-        cg_loop_end(cg, &li);
-    }
+/* Rows r0 .. r0 + rows of the view g at columns [j0, j0 + nv * lanes)
+ * (single columns when lanes is 1): MR-row tiles, then the rows left over
+ * one at a time. */
+static void column_block(Cg *cg, const CgGemm *g, LLVMValueRef r0, LLVMValueRef rows, LLVMValueRef j0, int nv, int lanes,
+                         LLVMValueRef kc, LLVMValueRef first) {
+    LLVMValueRef blocks = LLVMBuildUDiv(cg->b, rows, cg_i64(cg, MR), "");
+    CgLoop li = cg_loop_begin_n(cg, blocks);
+    tile(cg, g, cg_mad(cg, li.i, MR, r0), j0, MR, nv, lanes, kc, first);
+    cg_loop_end(cg, &li);
+    LLVMValueRef done = cg_add(cg, r0, cg_mul(cg, blocks, MR));
+    CgLoop lr = cg_loop_begin_n(cg, LLVMBuildURem(cg->b, rows, cg_i64(cg, MR), ""));
+    tile(cg, g, cg_add(cg, done, lr.i), j0, 1, nv, lanes, kc, first);
+    cg_loop_end(cg, &lr);
 }
 
 /* The blocking (as in Goto and van de Geijn's GEMM): for each block of KC
  * terms, B's rows of the block are packed once into panels of WIDE columns
  * (contiguous, so a panel stays in the first-level cache while the tiles of
  * a row block read it, and a transposed B becomes rows); then for each block
- * of MC rows, A's block is packed (p-major: a tile's MR values of one p are
- * adjacent, and a transposed A is read once); then every panel, every tile. */
+ * of MC rows, A's block is packed in slivers of MR rows (p-major: a tile's
+ * MR values of one p are adjacent, and a transposed A is read once); then
+ * every panel, every tile. The buffers are the part's scratch. */
 #define KC 256
 #define MC 64
 #define WIDE (LANES * NV)
-
-static LLVMValueRef pack_buffer(Cg *cg, const char *what, int64_t floats) {
-    char name[64];
-    snprintf(name, sizeof name, "gemm.%s.%lld", what, (long long)floats);
-    LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
-    if (gv) return gv;
-    /* A module global (zero-initialized: .bss, no cost until touched): a
-     * panel of a wide B does not fit on the stack. */
-    LLVMTypeRef t = LLVMArrayType2(cg->t_f32, (uint64_t)floats);
-    gv = LLVMAddGlobal(cg->mod, t, name);
-    LLVMSetInitializer(gv, LLVMConstNull(t));
-    LLVMSetLinkage(gv, LLVMInternalLinkage);
-    LLVMSetAlignment(gv, 64);
-    return gv;
-}
-
 /* A helper of its own, `void (ptr src, ptr dst, i64 n, i64 kc)`, made once
  * per name: the packing loops are instantiated for every block shape of
  * every product otherwise, and O3 vectorizes each copy anew. */
@@ -192,12 +145,12 @@ static void call_pack(Cg *cg, const CgGemm *g, const char *name, PackBody body, 
                       LLVMValueRef n, LLVMValueRef kc) {
     LLVMTypeRef params[4] = {cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64};
     LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 4, false);
-    Saved saved;
+    CgSaved saved;
     bool made;
-    LLVMValueRef fn = helper_begin(cg, name, ty, &saved, &made);
+    LLVMValueRef fn = cg_helper_begin(cg, name, ty, &saved, &made);
     if (made) {
         body(cg, g, LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), LLVMGetParam(fn, 3));
-        helper_end(cg, &saved);
+        cg_helper_end(cg, &saved);
     }
     LLVMValueRef args[4] = {src, dst, n, kc};
     LLVMBuildCall2(cg->b, ty, fn, args, 4, "");
@@ -229,86 +182,132 @@ static void pack_b_body(Cg *cg, const CgGemm *g, LLVMValueRef src, LLVMValueRef 
     cg_loop_end(cg, &lq);
 }
 
-static void pack_b(Cg *cg, const CgGemm *g, LLVMValueRef bp, int64_t npanels, LLVMValueRef p0, int64_t kc) {
+static void pack_b(Cg *cg, const CgGemm *g, LLVMValueRef bp, LLVMValueRef q0, LLVMValueRef npanels, LLVMValueRef p0,
+                   int64_t kc) {
     char name[96];
     snprintf(name, sizeof name, "gemm.pack_b.%lld%s", (long long)g->b_sp, g->b_trans ? "t" : "");
-    LLVMValueRef src = cg_gep(cg, cg->t_f32, g->b, g->b_trans ? p0 : cg_mul(cg, p0, g->b_sp));
-    call_pack(cg, g, name, pack_b_body, src, bp, cg_i64(cg, npanels), cg_i64(cg, kc));
+    LLVMValueRef j0 = cg_mul(cg, q0, WIDE);
+    LLVMValueRef src = cg_gep(cg, cg->t_f32, g->b, g->b_trans ? cg_add(cg, cg_mul(cg, j0, g->b_sp), p0)
+                                                         : cg_add(cg, cg_mul(cg, p0, g->b_sp), j0));
+    call_pack(cg, g, name, pack_b_body, src, bp, npanels, cg_i64(cg, kc));
 }
 
-/* A(r, p) for r < mc, p < kc from src (A's row 0, term 0 of the block) into dst[p * mc + r]. */
+/* A(r, p) for r < mc, p < kc from src (A's row 0, term 0 of the block) into
+ * slivers of MR rows: dst[(r / MR) * kc * MR + p * MR + r % MR]. */
 static void pack_a_body(Cg *cg, const CgGemm *g, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef mc, LLVMValueRef kc) {
     CgLoop lr = cg_loop_begin_n(cg, mc);
     LLVMValueRef row = cg_gep(cg, cg->t_f32, src, cg_mul(cg, lr.i, g->a_si));
+    LLVMValueRef sliver = LLVMBuildUDiv(cg->b, lr.i, cg_i64(cg, MR), "");
+    LLVMValueRef to = cg_gep(cg, cg->t_f32, dst,
+                             cg_add(cg, cg_mul(cg, LLVMBuildMul(cg->b, sliver, kc, ""), MR),
+                                    LLVMBuildURem(cg->b, lr.i, cg_i64(cg, MR), "")));
     CgLoop lp = cg_loop_begin_n(cg, kc);
-    LLVMValueRef to = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, lp.i, mc, ""), lr.i, "");
-    cg_store(cg, cg->t_f32, dst, to, cg_load(cg, cg->t_f32, row, cg_mul(cg, lp.i, g->a_sp)));
+    cg_store(cg, cg->t_f32, to, cg_mul(cg, lp.i, MR), cg_load(cg, cg->t_f32, row, cg_mul(cg, lp.i, g->a_sp)));
     cg_loop_end(cg, &lp);
     cg_loop_end(cg, &lr);
 }
 
-static void pack_a(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef i0, int64_t mc, LLVMValueRef p0, int64_t kc) {
+static void pack_a(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef i0, LLVMValueRef mc, LLVMValueRef p0,
+                   int64_t kc) {
     char name[96];
     snprintf(name, sizeof name, "gemm.pack_a.%lld.%lld", (long long)g->a_si, (long long)g->a_sp);
     LLVMValueRef src = cg_gep(cg, cg->t_f32, g->a, cg_add(cg, cg_mul(cg, i0, g->a_si), cg_mul(cg, p0, g->a_sp)));
-    call_pack(cg, g, name, pack_a_body, src, ap, cg_i64(cg, mc), cg_i64(cg, kc));
+    call_pack(cg, g, name, pack_a_body, src, ap, mc, cg_i64(cg, kc));
 }
 
-/* Rows i0 .. i0 + mc, every panel, the kc terms packed in ap and bp. */
-static void row_block(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef bp, int64_t npanels, LLVMValueRef i0,
-                      int64_t mc, LLVMValueRef p0, int64_t kc) {
+/* A part's share of the product: rows [r0, r1), panels [q0, q1). */
+typedef struct Share {
+    LLVMValueRef r0, r1, q0, q1;
+} Share;
+
+/* Rows i0 .. i0 + mc, the share's panels, the kc terms packed in ap and bp. */
+static void row_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef i0,
+                      LLVMValueRef mc, LLVMValueRef p0, int64_t kc) {
     pack_a(cg, g, ap, i0, mc, p0, kc);
     LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, p0, cg_i64(cg, 0), "");
-    CgLoop lq = cg_loop_begin(cg, npanels);
-    CgGemm view = {.M = mc, .N = WIDE, .P = kc, .a = ap, .a_si = 1, .a_sp = mc,
+    CgLoop lq = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, s->q1, s->q0, ""));
+    LLVMValueRef j0 = cg_mul(cg, cg_add(cg, s->q0, lq.i), WIDE);
+    CgGemm view = {.M = MC, .N = WIDE, .P = kc, .a = ap, .a_si = 1, .a_sp = MR, .a_ss = kc * MR,
                    .b = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, lq.i, kc * WIDE)), .b_sp = WIDE,
-                   .c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), cg_mul(cg, lq.i, WIDE))),
-                   .c_si = g->c_si};
-    column_block(cg, &view, mc, cg_i64(cg, 0), NV, LANES, kc, first);
+                   .c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), j0)), .c_si = g->c_si};
+    column_block(cg, &view, cg_i64(cg, 0), mc, cg_i64(cg, 0), NV, LANES, cg_i64(cg, kc), first);
     cg_loop_end(cg, &lq);
 }
 
-/* Every row, terms p0 .. p0 + kc, the whole panels. */
-static void k_block(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef bp, int64_t npanels, LLVMValueRef p0,
+/* The share's rows, terms p0 .. p0 + kc, its panels. */
+static void k_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef p0,
                     int64_t kc) {
-    pack_b(cg, g, bp, npanels, p0, kc);
-    int64_t mc = g->M < MC ? g->M : MC, full = g->M / mc, rest = g->M % mc;
-    CgLoop li = cg_loop_begin(cg, full);
-    row_block(cg, g, ap, bp, npanels, cg_mul(cg, li.i, mc), mc, p0, kc);
+    pack_b(cg, g, bp, s->q0, LLVMBuildSub(cg->b, s->q1, s->q0, ""), p0, kc);
+    LLVMValueRef rows = LLVMBuildSub(cg->b, s->r1, s->r0, "");
+    LLVMValueRef blocks = LLVMBuildUDiv(cg->b, cg_add(cg, rows, cg_i64(cg, MC - 1)), cg_i64(cg, MC), "");
+    CgLoop li = cg_loop_begin_n(cg, blocks);
+    LLVMValueRef i0 = cg_mad(cg, li.i, MC, s->r0);
+    LLVMValueRef left = LLVMBuildSub(cg->b, s->r1, i0, "");
+    LLVMValueRef mc = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, left, cg_i64(cg, MC), ""), left,
+                                      cg_i64(cg, MC), "");
+    row_block(cg, g, s, ap, bp, i0, mc, p0, kc);
     cg_loop_end(cg, &li);
-    if (rest) row_block(cg, g, ap, bp, npanels, cg_i64(cg, full * mc), rest, p0, kc);
 }
 
-static void emit_gemm(Cg *cg, const CgGemm *g) {
-    LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false);
-    int64_t j;
-    if (g->M <= FEW_ROWS && !g->b_trans) {
-        int64_t wide = (int64_t)NV_ROW * LANES, n = g->N / wide;
-        if (n > 0) {
-            CgLoop lj = cg_loop_begin(cg, n);
-            column_block(cg, g, g->M, cg_mul(cg, lj.i, wide), NV_ROW, LANES, g->P, yes);
-            cg_loop_end(cg, &lj);
-        }
-        j = n * wide;
-    } else {
-        int64_t npanels = g->N / WIDE;
-        if (npanels > 0) {
-            int64_t kc = g->P < KC ? g->P : KC, mc = g->M < MC ? g->M : MC;
-            LLVMValueRef bp = pack_buffer(cg, "b", kc * npanels * WIDE), ap = pack_buffer(cg, "a", mc * kc);
-            int64_t full = g->P / kc, rest = g->P % kc;
-            CgLoop lk = cg_loop_begin(cg, full);
-            k_block(cg, g, ap, bp, npanels, cg_mul(cg, lk.i, kc), kc);
-            cg_loop_end(cg, &lk);
-            if (rest) k_block(cg, g, ap, bp, npanels, cg_i64(cg, full * kc), rest);
-        }
-        j = npanels * WIDE;
-    }
-    /* The columns right of the panels, with the whole sum at once. */
-    for (; !g->b_trans && j + LANES <= g->N; j += LANES) column_block(cg, g, g->M, cg_i64(cg, j), 1, LANES, g->P, yes);
+/* The columns right of the panels, from column j, with the whole sum at
+ * once, for rows [r0, r1). */
+static void right_columns(Cg *cg, const CgGemm *g, int64_t j, LLVMValueRef r0, LLVMValueRef r1) {
+    LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false), kc = cg_i64(cg, g->P);
+    LLVMValueRef rows = LLVMBuildSub(cg->b, r1, r0, "");
+    for (; !g->b_trans && j + LANES <= g->N; j += LANES) column_block(cg, g, r0, rows, cg_i64(cg, j), 1, LANES, kc, yes);
     if (j < g->N) {
         CgLoop lj = cg_loop_begin(cg, g->N - j);
-        column_block(cg, g, g->M, LLVMBuildAdd(cg->b, lj.i, cg_i64(cg, j), ""), 1, 1, g->P, yes);
+        column_block(cg, g, r0, rows, cg_add(cg, lj.i, cg_i64(cg, j)), 1, 1, kc, yes);
         cg_loop_end(cg, &lj);
+    }
+}
+
+/* How a product splits over threads: by panels when it has enough of them
+ * (each part then packs its own panels and all of A, which is the smaller
+ * cost), else by slivers of rows (each part packs all of B). */
+typedef struct Split {
+    bool by_panels;
+    int64_t units, max_parts, scratch_bytes;
+} Split;
+
+static Split plan_split(const CgGemm *g) {
+    int64_t npanels = g->N / WIDE, slivers = (g->M + MR - 1) / MR, kc = g->P < KC ? g->P : KC;
+    Split s = {.by_panels = npanels >= 8 || npanels >= slivers};
+    s.units = s.by_panels ? npanels : slivers;
+    double flops = 2.0 * (double)g->M * (double)g->N * (double)g->P;
+    s.max_parts = (int64_t)(flops / CG_PART_FLOPS);
+    if (s.max_parts > s.units) s.max_parts = s.units;
+    if (s.max_parts < 1) s.max_parts = 1;
+    s.scratch_bytes = (kc * npanels * WIDE + (int64_t)MC * kc) * 4;
+    return s;
+}
+
+/* One part of a product of more than FEW_ROWS rows. */
+static void emit_part(Cg *cg, const CgGemm *g, const CgPar *par, const Split *sp) {
+    int64_t npanels = g->N / WIDE;
+    Share s = {cg_i64(cg, 0), cg_i64(cg, g->M), cg_i64(cg, 0), cg_i64(cg, npanels)};
+    if (sp->by_panels) {
+        s.q0 = cg_part_start(cg, par, sp->units);
+        s.q1 = cg_part_end(cg, par, sp->units);
+    } else {
+        s.r0 = cg_mul(cg, cg_part_start(cg, par, sp->units), MR);
+        LLVMValueRef r1 = cg_mul(cg, cg_part_end(cg, par, sp->units), MR);
+        s.r1 = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, r1, s.r1, ""), r1, s.r1, "");
+    }
+    if (npanels > 0) {
+        int64_t kc = g->P < KC ? g->P : KC;
+        LLVMValueRef bp = par->scratch, ap = cg_gep(cg, cg->t_f32, par->scratch, cg_i64(cg, kc * npanels * WIDE));
+        int64_t full = g->P / kc, rest = g->P % kc;
+        CgLoop lk = cg_loop_begin(cg, full);
+        k_block(cg, g, &s, ap, bp, cg_mul(cg, lk.i, kc), kc);
+        cg_loop_end(cg, &lk);
+        if (rest) k_block(cg, g, &s, ap, bp, cg_i64(cg, full * kc), rest);
+    }
+    if (npanels * WIDE < g->N) {
+        /* The part holding the last panel, or every part of a split by rows. */
+        CgIf last = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, s.q1, cg_i64(cg, npanels), ""));
+        right_columns(cg, g, npanels * WIDE, s.r0, s.r1);
+        cg_endif(cg, &last);
     }
 }
 
@@ -323,9 +322,9 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
              (long long)g->c_si);
     LLVMTypeRef params[3] = {cg->t_ptr, cg->t_ptr, cg->t_ptr};
     LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 3, false);
-    Saved saved;
+    CgSaved saved;
     bool made;
-    LLVMValueRef fn = helper_begin(cg, name, ty, &saved, &made);
+    LLVMValueRef fn = cg_helper_begin(cg, name, ty, &saved, &made);
     if (made) {
         unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
         LLVMAddAttributeAtIndex(fn, 3, LLVMCreateEnumAttribute(cg->ctx, noalias, 0)); /* C is its own buffer */
@@ -333,8 +332,28 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
         inner.a = LLVMGetParam(fn, 0);
         inner.b = LLVMGetParam(fn, 1);
         inner.c = LLVMGetParam(fn, 2);
-        emit_gemm(cg, &inner);
-        helper_end(cg, &saved);
+        if (g->M <= FEW_ROWS && !g->b_trans) {
+            /* One thread: a batch-1 step's product is a few microseconds. */
+            LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false), zero = cg_i64(cg, 0), rows = cg_i64(cg, g->M);
+            int64_t wide = (int64_t)NV_ROW * LANES, n = g->N / wide;
+            CgLoop lj = cg_loop_begin(cg, n);
+            column_block(cg, &inner, zero, rows, cg_mul(cg, lj.i, wide), NV_ROW, LANES, cg_i64(cg, g->P), yes);
+            cg_loop_end(cg, &lj);
+            right_columns(cg, &inner, n * wide, zero, rows);
+        } else {
+            Split sp = plan_split(g);
+            CgPar par;
+            char part[208];
+            snprintf(part, sizeof part, "%s.part", name);
+            LLVMValueRef vals[3] = {inner.a, inner.b, inner.c};
+            cg_par_begin(cg, &par, part, vals, 3);
+            inner.a = par.vals[0];
+            inner.b = par.vals[1];
+            inner.c = par.vals[2];
+            emit_part(cg, &inner, &par, &sp);
+            cg_par_end(cg, &par, sp.max_parts, sp.scratch_bytes);
+        }
+        cg_helper_end(cg, &saved);
     }
     LLVMValueRef args[3] = {g->a, g->b, g->c};
     LLVMBuildCall2(cg->b, ty, fn, args, 3, "");

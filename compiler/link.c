@@ -105,6 +105,7 @@ bool link_executable(const char *out, const char *const *objs, int nobjs, const 
     argv[n++] = (char *)rt;
     for (int i = 0; libs && libs[i] && n < MAX_ARGS - 4; i++) argv[n++] = (char *)libs[i];
     argv[n++] = "-lm";
+    argv[n++] = "-pthread"; /* the kernels' thread pool (runtime/pool.c) */
 #ifdef SEQC_RUNTIME_SANITIZE
     /* A runtime built with sanitizers needs their libraries at link time. */
     char *sanitize = NULL;

@@ -18,6 +18,7 @@
 #include "model.h"
 #include "plot.h"
 #include "gradcheck.h"
+#include "pool.h"
 #include "schedule.h"
 #include "program.h"
 #include "summary.h"
@@ -276,7 +277,7 @@ static bool write_header(const char *path, const Build *b, char **err) {
     const Graph *g = b->infer.graph;
     const char *n = g->name;
     const Node *x = g->inputs.items[0], *y = g->output;
-    fprintf(f, "/* %s: the model of %s, compiled by seqc. Link with lib%s.a and -lm.\n"
+    fprintf(f, "/* %s: the model of %s, compiled by seqc. Link with lib%s.a, -lm and -pthread.\n"
                " * One example at a time: %s_predict reads the input (%s, %lld values) and\n"
                " * writes the output (f32, %lld values). */\n",
             n, b->program->root->src->path, n, n, x->type.dtype == DT_I32 ? "int32_t token ids" : "float",
@@ -481,6 +482,12 @@ static int cmd_run(int argc, char **argv) {
                         .train_update = (RtUpdateFn)cg_jit_update(tj),
                         .infer_step = (RtStepFn)cg_jit_entry(ij)};
     status = rt_main(&code, "seqc run", (int)nrest, rest);
+    if (time) {
+        int64_t calls, split;
+        rt_pool_counts(&calls, &split);
+        fprintf(stderr, "seqc: kernels: %lld calls, %lld split over up to %d threads\n", (long long)calls,
+                (long long)split, rt_threads());
+    }
 done:
     if (err) {
         fprintf(stderr, "%s\n", err);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "plot.h"
+#include "pool.h"
 #include "session.h"
 
 static const char usage[] =
@@ -30,7 +31,9 @@ static const char usage[] =
     "  --history FILE        the per-epoch history CSV (default: MODEL.history.csv)\n"
     "  --quiet               no progress output\n"
     "options (sample): --prime TEXT  --length N  --temperature X  --top-k K  --seed N\n"
-    "options (eval, predict, sample, embeddings): --checkpoint FILE or --weights FILE\n";
+    "options (eval, predict, sample, embeddings): --checkpoint FILE or --weights FILE\n"
+    "options (all): --threads N   threads the kernels split over (default: one per core; results do not\n"
+    "                             depend on it)\n";
 
 typedef struct CliOption {
     const char *name;
@@ -55,6 +58,7 @@ static const CliOption cli_options[] = {
     {"--length", O_INT, offsetof(RtOptions, length), 1, 1e9},
     {"--top-k", O_INT, offsetof(RtOptions, top_k), 1, 1e9},
     {"--temperature", O_NUM, offsetof(RtOptions, temperature), 1e-6, 1e6},
+    {"--threads", O_INT, offsetof(RtOptions, threads), 1, RT_MAX_THREADS},
 };
 
 /* `--validate` takes a fraction or a file. */
@@ -202,6 +206,7 @@ int rt_main(const RtModelCode *code, const char *prog, int argc, char **argv) {
         }
     int status = parse(&s, argc - 1, argv + 1);
     if (status) return status;
+    rt_set_threads((int)s.o.threads);
     RtModelError me;
     if (!rt_model_parse(code, &s.m, &me)) {
         rt_fail(&s, "%s", me.msg);

@@ -27,6 +27,7 @@ typedef struct RtOptions {
     const char *prime;
     int64_t length, top_k;
     double temperature;
+    int64_t threads;                     /* 0: one per core */
 } RtOptions;
 
 /* Where the examples of one pass come from: whole examples in a dataset, or

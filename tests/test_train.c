@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,57 @@ START_TEST(object_cache) {
     ck_assert_msg(sh("SEQC_CACHE=cache '%s' run --time alarm.seq train " ALARM_DATA
                      " --epochs 2 --quiet --checkpoint c2.safetensors", seqc) == 0, "%.3000s", out);
     ck_assert_msg(same_file("off.safetensors", "c2.safetensors"), "after a corrupt cache: other weights");
+}
+END_TEST
+
+/* The kernels split over threads (runtime/pool.h) and the weights do not
+ * depend on how many: a character LSTM, big enough for its products and
+ * gate kernels to split, trains the same bits on one thread and on three
+ * (more than this machine's cores, which the pool must survive too). */
+START_TEST(threads_same_bits) {
+    const char *seqc = env("SEQC_EXE");
+    write_file("lm.seq", "model lm {\n"
+                         "  input  chars: i32[12]\n"
+                         "  target next: i32[]\n"
+                         "  e = embedding(chars, vocab: 28, dim: 16)\n"
+                         "  h = lstm(e, units: 64, sequences: true)\n"
+                         "  g = gru(h, units: 48)\n"
+                         "  p = dense(g, units: 28, activation: softmax)\n"
+                         "  loss sparse_categorical_crossentropy(p, next)\n"
+                         "}\n"
+                         "train {\n"
+                         "  optimizer adam(lr: 0.01)\n"
+                         "  batch 128\n"
+                         "  data text(\"corpus.txt\", level: char, lower: true, letters_only: true)\n"
+                         "}\n");
+    /* A text of pseudo-random words. */
+    static char text[40000];
+    size_t n = 0;
+    uint32_t x = 12345;
+    for (int w = 0; w < 3000; w++) {
+        int len = 2 + (int)((x >> 16) % 7);
+        for (int c = 0; c < len; c++) {
+            x = x * 1103515245u + 12345u;
+            text[n++] = (char)('a' + (int)((x >> 16) % 26));
+        }
+        text[n++] = w % 12 == 11 ? '\n' : ' ';
+    }
+    text[n] = '\0';
+    write_file("corpus.txt", text);
+    for (int t = 1; t <= 3; t += 2) {
+        ck_assert_msg(sh("'%s' run --time lm.seq train --epochs 1 --validate 0 --quiet --threads %d --checkpoint t%d.safetensors",
+                         seqc, t, t) == 0, "%.3000s", out);
+        /* More than one thread took part, when there were more. */
+        const char *k = strstr(out, "seqc: kernels: ");
+        ck_assert_msg(k != NULL, "%.3000s", out);
+        long long calls = 0, split = 0;
+        int threads = 0;
+        ck_assert_int_eq(sscanf(k, "seqc: kernels: %lld calls, %lld split over up to %d threads", &calls, &split,
+                                &threads), 3);
+        ck_assert_int_eq(threads, t);
+        ck_assert_msg(calls > 0 && (t == 1 ? split == 0 : split > 0), "%.3000s", out);
+    }
+    ck_assert_msg(same_file("t1.safetensors", "t3.safetensors"), "one thread and three train other weights");
 }
 END_TEST
 
@@ -318,7 +370,7 @@ START_TEST(library_api) {
     ck_assert_msg(sh("'%s' compile --emit=lib alarm.seq -o alarm", seqc) == 0, "%.3000s", out);
     ck_assert_int_eq(sh("test -f libalarm.a && test -f alarm.h"), 0);
     const char *cflags = getenv("SEQC_CLIENT_CFLAGS");
-    ck_assert_msg(sh("cc -std=c11 %s -I. -o client '%s/tests/lib_client.c' libalarm.a -lm", cflags ? cflags : "",
+    ck_assert_msg(sh("cc -std=c11 %s -I. -o client '%s/tests/lib_client.c' libalarm.a -lm -pthread", cflags ? cflags : "",
                      env("SEQC_SOURCE_ROOT")) == 0,
                   "%.3000s", out);
     const char *line = "3 5 -1 7 0 2 19 4 4 -1 8 8 1 0 6 2 3 11 12 13";
@@ -344,6 +396,7 @@ int main(void) {
     tcase_add_test(t, alarm_learns);
     tcase_add_test(t, jit_aot_resume_identical);
     tcase_add_test(t, object_cache);
+    tcase_add_test(t, threads_same_bits);
     tcase_add_test(t, graph_fused_and_time);
     tcase_add_test(t, interrupt_and_resume);
     tcase_add_test(t, non_finite_stops);
