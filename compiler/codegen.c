@@ -180,6 +180,40 @@ void cg_store_vec(Cg *cg, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v) {
     LLVMSetAlignment(st, 4);
 }
 
+/* <lanes x i1>, the first `valid` set. */
+static LLVMValueRef lane_mask(Cg *cg, int lanes, int valid) {
+    LLVMValueRef bits[64];
+    for (int l = 0; l < lanes; l++) bits[l] = LLVMConstInt(cg->t_i1, l < valid, false);
+    return LLVMConstVector(bits, (unsigned)lanes);
+}
+
+static LLVMValueRef masked_intrinsic(Cg *cg, const char *name, LLVMTypeRef vt, LLVMTypeRef *fn_type,
+                                     LLVMTypeRef *params, unsigned nparams, LLVMTypeRef ret) {
+    LLVMTypeRef over[2] = {vt, cg->t_ptr};
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, LLVMLookupIntrinsicID(name, strlen(name)), over, 2);
+    *fn_type = LLVMFunctionType(ret, params, nparams, false);
+    return fn;
+}
+
+LLVMValueRef cg_load_vec_masked(Cg *cg, LLVMValueRef p, LLVMValueRef idx, int lanes, int valid) {
+    LLVMTypeRef vt = cg_vec_type(cg->t_f32, lanes), ft;
+    LLVMTypeRef params[4] = {cg->t_ptr, cg->t_i32, LLVMVectorType(cg->t_i1, (unsigned)lanes), vt};
+    LLVMValueRef fn = masked_intrinsic(cg, "llvm.masked.load", vt, &ft, params, 4, vt);
+    LLVMValueRef args[4] = {cg_gep(cg, cg->t_f32, p, idx), LLVMConstInt(cg->t_i32, 4, false), lane_mask(cg, lanes, valid),
+                            LLVMConstNull(vt)};
+    return LLVMBuildCall2(cg->b, ft, fn, args, 4, "");
+}
+
+void cg_store_vec_masked(Cg *cg, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v, int valid) {
+    LLVMTypeRef vt = LLVMTypeOf(v), ft;
+    int lanes = (int)LLVMGetVectorSize(vt);
+    LLVMTypeRef params[4] = {vt, cg->t_ptr, cg->t_i32, LLVMVectorType(cg->t_i1, (unsigned)lanes)};
+    LLVMValueRef fn = masked_intrinsic(cg, "llvm.masked.store", vt, &ft, params, 4, cg->t_void);
+    LLVMValueRef args[4] = {v, cg_gep(cg, cg->t_f32, p, idx), LLVMConstInt(cg->t_i32, 4, false),
+                            lane_mask(cg, lanes, valid)};
+    LLVMBuildCall2(cg->b, ft, fn, args, 4, "");
+}
+
 LLVMValueRef cg_stack_array(Cg *cg, LLVMTypeRef t, int64_t n) {
     LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
     LLVMPositionBuilderAtEnd(cg->b, cg->allocas);

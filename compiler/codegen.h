@@ -322,6 +322,10 @@ LLVMTypeRef cg_vec_type(LLVMTypeRef t, int lanes);
 LLVMValueRef cg_broadcast(Cg *cg, LLVMValueRef s, int lanes);
 LLVMValueRef cg_load_vec(Cg *cg, LLVMValueRef p, LLVMValueRef idx, int lanes);
 void cg_store_vec(Cg *cg, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v);
+/* The same for the first `valid` lanes only (the others load as 0, and
+ * stay as they are in memory): the end of a row that is not a whole vector. */
+LLVMValueRef cg_load_vec_masked(Cg *cg, LLVMValueRef p, LLVMValueRef idx, int lanes, int valid);
+void cg_store_vec_masked(Cg *cg, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v, int valid);
 /* n elements of type t in the function's frame, 64-byte aligned. */
 LLVMValueRef cg_stack_array(Cg *cg, LLVMTypeRef t, int64_t n);
 LLVMValueRef cg_local(Cg *cg, LLVMTypeRef t, LLVMValueRef init);

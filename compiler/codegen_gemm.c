@@ -52,17 +52,25 @@ static LLVMValueRef b_value(Cg *cg, const CgGemm *g, LLVMValueRef p, LLVMValueRe
  * of a block): the accumulators live in locals that the optimizer keeps in
  * registers. They start at 0 when `first` and at C's value otherwise: a sum
  * split into blocks of p takes its terms in the same order, through an f32
- * that is stored and loaded unchanged. Built into the function being built,
- * whose arguments are a, b, c, kc and first. */
-static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, LLVMValueRef kc, LLVMValueRef first) {
+ * that is stored and loaded unchanged. Only the first `cols` columns of C
+ * are read and written (the last panel of a product whose width is not a
+ * multiple of the panel's: B's panel is padded with zeros). Built into the
+ * function being built, whose arguments are a, b, c, kc and first. */
+static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, int cols, LLVMValueRef kc,
+                      LLVMValueRef first) {
     LLVMTypeRef at = cg_vec_type(cg->t_f32, lanes);
     LLVMValueRef acc[MR][NV_ROW], is[MR], js[NV_ROW], cidx[MR][NV_ROW];
+    int valid[NV_ROW];
     for (int r = 0; r < mr; r++) is[r] = cg_i64(cg, r);
-    for (int v = 0; v < nv; v++) js[v] = cg_i64(cg, (int64_t)v * lanes);
+    for (int v = 0; v < nv; v++) {
+        js[v] = cg_i64(cg, (int64_t)v * lanes);
+        valid[v] = cols - v * lanes < lanes ? cols - v * lanes : lanes;
+    }
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
             cidx[r][v] = LLVMBuildAdd(cg->b, cg_mul(cg, is[r], g->c_si), js[v], "");
-            LLVMValueRef old = cg_load_vec(cg, g->c, cidx[r][v], lanes);
+            LLVMValueRef old = valid[v] < lanes ? cg_load_vec_masked(cg, g->c, cidx[r][v], lanes, valid[v])
+                                                : cg_load_vec(cg, g->c, cidx[r][v], lanes);
             acc[r][v] = cg_local(cg, at, NULL);
             cg_set(cg, acc[r][v], LLVMBuildSelect(cg->b, first, LLVMConstNull(at), old, ""));
         }
@@ -75,18 +83,22 @@ static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, LLVMVa
     }
     cg_loop_end(cg, &lp);
     for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) cg_store_vec(cg, g->c, cidx[r][v], cg_get(cg, at, acc[r][v]));
+        for (int v = 0; v < nv; v++) {
+            LLVMValueRef sum = cg_get(cg, at, acc[r][v]);
+            if (valid[v] < lanes) cg_store_vec_masked(cg, g->c, cidx[r][v], sum, valid[v]);
+            else cg_store_vec(cg, g->c, cidx[r][v], sum);
+        }
 }
 
 /* One function per tile shape and layout, `void (ptr a, ptr b, ptr c, i64
  * kc, i1 first)` with a at A(i0, 0), b at B(0, j0), c at C(i0, j0): every
  * call site of a product, and every product with the same strides, shares
  * it, so O3 and the back end see the tile's code once. */
-static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes, LLVMValueRef kc,
-                 LLVMValueRef first) {
+static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes, int cols,
+                 LLVMValueRef kc, LLVMValueRef first) {
     char name[160];
-    snprintf(name, sizeof name, "gemm.tile.%dx%dx%d.%lld.%lld.%lld%s.%lld", mr, nv, lanes, (long long)g->a_si,
-             (long long)g->a_sp, (long long)g->b_sp, g->b_trans ? "t" : "", (long long)g->c_si);
+    snprintf(name, sizeof name, "gemm.tile.%dx%dx%d.%lld.%lld.%lld%s.%lld.%d", mr, nv, lanes, (long long)g->a_si,
+             (long long)g->a_sp, (long long)g->b_sp, g->b_trans ? "t" : "", (long long)g->c_si, cols);
     LLVMTypeRef params[5] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i1};
     LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 5, false);
     CgSaved saved;
@@ -97,7 +109,7 @@ static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int 
         inner.a = LLVMGetParam(fn, 0);
         inner.b = LLVMGetParam(fn, 1);
         inner.c = LLVMGetParam(fn, 2);
-        tile_body(cg, &inner, mr, nv, lanes, LLVMGetParam(fn, 3), LLVMGetParam(fn, 4));
+        tile_body(cg, &inner, mr, nv, lanes, cols, LLVMGetParam(fn, 3), LLVMGetParam(fn, 4));
         cg_helper_end(cg, &saved);
     }
     /* Row i0 of A: of a packed block, sliver i0 / MR, row i0 % MR in it. */
@@ -111,18 +123,18 @@ static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int 
     LLVMBuildCall2(cg->b, ty, fn, args, 5, "");
 }
 
-/* Rows r0 .. r0 + rows of the view g at columns [j0, j0 + nv * lanes)
- * (single columns when lanes is 1): MR-row tiles, then the rows left over
- * one at a time. */
+/* Rows r0 .. r0 + rows of the view g at columns [j0, j0 + cols), cols <=
+ * nv * lanes (single columns when lanes is 1): MR-row tiles, then the rows
+ * left over one at a time. */
 static void column_block(Cg *cg, const CgGemm *g, LLVMValueRef r0, LLVMValueRef rows, LLVMValueRef j0, int nv, int lanes,
-                         LLVMValueRef kc, LLVMValueRef first) {
+                         int cols, LLVMValueRef kc, LLVMValueRef first) {
     LLVMValueRef blocks = LLVMBuildUDiv(cg->b, rows, cg_i64(cg, MR), "");
     CgLoop li = cg_loop_begin_n(cg, blocks);
-    tile(cg, g, cg_mad(cg, li.i, MR, r0), j0, MR, nv, lanes, kc, first);
+    tile(cg, g, cg_mad(cg, li.i, MR, r0), j0, MR, nv, lanes, cols, kc, first);
     cg_loop_end(cg, &li);
     LLVMValueRef done = cg_add(cg, r0, cg_mul(cg, blocks, MR));
     CgLoop lr = cg_loop_begin_n(cg, LLVMBuildURem(cg->b, rows, cg_i64(cg, MR), ""));
-    tile(cg, g, cg_add(cg, done, lr.i), j0, 1, nv, lanes, kc, first);
+    tile(cg, g, cg_add(cg, done, lr.i), j0, 1, nv, lanes, cols, kc, first);
     cg_loop_end(cg, &lr);
 }
 
@@ -182,14 +194,47 @@ static void pack_b_body(Cg *cg, const CgGemm *g, LLVMValueRef src, LLVMValueRef 
     cg_loop_end(cg, &lq);
 }
 
-static void pack_b(Cg *cg, const CgGemm *g, LLVMValueRef bp, LLVMValueRef q0, LLVMValueRef npanels, LLVMValueRef p0,
+/* The last panel when N is not a multiple of WIDE: its N % WIDE columns
+ * from src (B's row 0 of the block, at the panel's first column) into dst,
+ * the rest of each row zero. n is the panel's width (here, in the helper's
+ * third argument). */
+static void pack_tail_body(Cg *cg, const CgGemm *g, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef n,
+                           LLVMValueRef kc) {
+    CgLoop lp = cg_loop_begin_n(cg, kc);
+    CgLoop lc = cg_loop_begin(cg, WIDE);
+    LLVMValueRef in = LLVMBuildICmp(cg->b, LLVMIntSLT, lc.i, n, "");
+    LLVMValueRef at = g->b_trans ? cg_add(cg, cg_mul(cg, lc.i, g->b_sp), lp.i) : cg_add(cg, cg_mul(cg, lp.i, g->b_sp), lc.i);
+    /* Columns past the last are not read: the load's address stays in B. */
+    at = LLVMBuildSelect(cg->b, in, at, cg_i64(cg, 0), "");
+    LLVMValueRef v = LLVMBuildSelect(cg->b, in, cg_load(cg, cg->t_f32, src, at), cg_f32(cg, 0), "");
+    cg_store(cg, cg->t_f32, dst, cg_mad(cg, lp.i, WIDE, lc.i), v);
+    cg_loop_end(cg, &lc);
+    cg_loop_end(cg, &lp);
+}
+
+/* Panels [q0, q1) of the terms p0 .. p0 + kc into bp, the last panel's
+ * padding included when the range holds it. */
+static void pack_b(Cg *cg, const CgGemm *g, LLVMValueRef bp, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef p0,
                    int64_t kc) {
+    int64_t full = g->N / WIDE, tail = g->N % WIDE;
     char name[96];
     snprintf(name, sizeof name, "gemm.pack_b.%lld%s", (long long)g->b_sp, g->b_trans ? "t" : "");
     LLVMValueRef j0 = cg_mul(cg, q0, WIDE);
     LLVMValueRef src = cg_gep(cg, cg->t_f32, g->b, g->b_trans ? cg_add(cg, cg_mul(cg, j0, g->b_sp), p0)
                                                          : cg_add(cg, cg_mul(cg, p0, g->b_sp), j0));
-    call_pack(cg, g, name, pack_b_body, src, bp, npanels, cg_i64(cg, kc));
+    LLVMValueRef end = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, q1, cg_i64(cg, full), ""), q1,
+                                       cg_i64(cg, full), "");
+    LLVMValueRef n = LLVMBuildSub(cg->b, end, q0, "");
+    call_pack(cg, g, name, pack_b_body, src, bp, n, cg_i64(cg, kc));
+    if (!tail) return;
+    CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSGT, q1, cg_i64(cg, full), ""));
+    snprintf(name, sizeof name, "gemm.pack_tail.%lld%s", (long long)g->b_sp, g->b_trans ? "t" : "");
+    LLVMValueRef j = cg_i64(cg, full * WIDE);
+    LLVMValueRef tsrc = cg_gep(cg, cg->t_f32, g->b, g->b_trans ? cg_add(cg, cg_mul(cg, j, g->b_sp), p0)
+                                                          : cg_add(cg, cg_mul(cg, p0, g->b_sp), j));
+    LLVMValueRef tdst = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, cg_mul(cg, LLVMBuildSub(cg->b, cg_i64(cg, full), q0, ""), kc), WIDE));
+    call_pack(cg, g, name, pack_tail_body, tsrc, tdst, cg_i64(cg, tail), cg_i64(cg, kc));
+    cg_endif(cg, &f);
 }
 
 /* A(r, p) for r < mc, p < kc from src (A's row 0, term 0 of the block) into
@@ -215,7 +260,8 @@ static void pack_a(Cg *cg, const CgGemm *g, LLVMValueRef ap, LLVMValueRef i0, LL
     call_pack(cg, g, name, pack_a_body, src, ap, mc, cg_i64(cg, kc));
 }
 
-/* A part's share of the product: rows [r0, r1), panels [q0, q1). */
+/* A part's share of the product: rows [r0, r1), panels [q0, q1) (the last
+ * one partial when N is not a multiple of WIDE). */
 typedef struct Share {
     LLVMValueRef r0, r1, q0, q1;
 } Share;
@@ -223,21 +269,31 @@ typedef struct Share {
 /* Rows i0 .. i0 + mc, the share's panels, the kc terms packed in ap and bp. */
 static void row_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef i0,
                       LLVMValueRef mc, LLVMValueRef p0, int64_t kc) {
+    int64_t full = g->N / WIDE, tail = g->N % WIDE;
     pack_a(cg, g, ap, i0, mc, p0, kc);
     LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, p0, cg_i64(cg, 0), "");
-    CgLoop lq = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, s->q1, s->q0, ""));
-    LLVMValueRef j0 = cg_mul(cg, cg_add(cg, s->q0, lq.i), WIDE);
-    CgGemm view = {.M = MC, .N = WIDE, .P = kc, .a = ap, .a_si = 1, .a_sp = MR, .a_ss = kc * MR,
-                   .b = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, lq.i, kc * WIDE)), .b_sp = WIDE,
-                   .c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), j0)), .c_si = g->c_si};
-    column_block(cg, &view, cg_i64(cg, 0), mc, cg_i64(cg, 0), NV, LANES, cg_i64(cg, kc), first);
+    CgGemm view = {.M = MC, .N = WIDE, .P = kc, .a = ap, .a_si = 1, .a_sp = MR, .a_ss = kc * MR, .b_sp = WIDE,
+                   .c_si = g->c_si};
+    LLVMValueRef end = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, s->q1, cg_i64(cg, full), ""), s->q1,
+                                       cg_i64(cg, full), "");
+    CgLoop lq = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, end, s->q0, ""));
+    view.b = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, lq.i, kc * WIDE));
+    view.c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), cg_mul(cg, cg_add(cg, s->q0, lq.i), WIDE)));
+    column_block(cg, &view, cg_i64(cg, 0), mc, cg_i64(cg, 0), NV, LANES, WIDE, cg_i64(cg, kc), first);
     cg_loop_end(cg, &lq);
+    if (!tail) return;
+    CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSGT, s->q1, cg_i64(cg, full), ""));
+    view.b = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, LLVMBuildSub(cg->b, cg_i64(cg, full), s->q0, ""), kc * WIDE));
+    view.c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), cg_i64(cg, full * WIDE)));
+    column_block(cg, &view, cg_i64(cg, 0), mc, cg_i64(cg, 0), (int)((tail + LANES - 1) / LANES), LANES, (int)tail,
+                 cg_i64(cg, kc), first);
+    cg_endif(cg, &f);
 }
 
 /* The share's rows, terms p0 .. p0 + kc, its panels. */
 static void k_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef p0,
                     int64_t kc) {
-    pack_b(cg, g, bp, s->q0, LLVMBuildSub(cg->b, s->q1, s->q0, ""), p0, kc);
+    pack_b(cg, g, bp, s->q0, s->q1, p0, kc);
     LLVMValueRef rows = LLVMBuildSub(cg->b, s->r1, s->r0, "");
     LLVMValueRef blocks = LLVMBuildUDiv(cg->b, cg_add(cg, rows, cg_i64(cg, MC - 1)), cg_i64(cg, MC), "");
     CgLoop li = cg_loop_begin_n(cg, blocks);
@@ -249,15 +305,14 @@ static void k_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LL
     cg_loop_end(cg, &li);
 }
 
-/* The columns right of the panels, from column j, with the whole sum at
- * once, for rows [r0, r1). */
-static void right_columns(Cg *cg, const CgGemm *g, int64_t j, LLVMValueRef r0, LLVMValueRef r1) {
-    LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false), kc = cg_i64(cg, g->P);
-    LLVMValueRef rows = LLVMBuildSub(cg->b, r1, r0, "");
-    for (; !g->b_trans && j + LANES <= g->N; j += LANES) column_block(cg, g, r0, rows, cg_i64(cg, j), 1, LANES, kc, yes);
+/* The columns right of the column blocks of a few-rows product, from
+ * column j, with the whole sum at once. */
+static void right_columns(Cg *cg, const CgGemm *g, int64_t j, LLVMValueRef rows) {
+    LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false), kc = cg_i64(cg, g->P), zero = cg_i64(cg, 0);
+    for (; j + LANES <= g->N; j += LANES) column_block(cg, g, zero, rows, cg_i64(cg, j), 1, LANES, LANES, kc, yes);
     if (j < g->N) {
         CgLoop lj = cg_loop_begin(cg, g->N - j);
-        column_block(cg, g, r0, rows, cg_add(cg, lj.i, cg_i64(cg, j)), 1, 1, kc, yes);
+        column_block(cg, g, zero, rows, cg_add(cg, lj.i, cg_i64(cg, j)), 1, 1, 1, kc, yes);
         cg_loop_end(cg, &lj);
     }
 }
@@ -271,21 +326,21 @@ typedef struct Split {
 } Split;
 
 static Split plan_split(const CgGemm *g) {
-    int64_t npanels = g->N / WIDE, slivers = (g->M + MR - 1) / MR, kc = g->P < KC ? g->P : KC;
-    Split s = {.by_panels = npanels >= 8 || npanels >= slivers};
-    s.units = s.by_panels ? npanels : slivers;
+    int64_t panels = (g->N + WIDE - 1) / WIDE, slivers = (g->M + MR - 1) / MR, kc = g->P < KC ? g->P : KC;
+    Split s = {.by_panels = panels >= 8 || panels >= slivers};
+    s.units = s.by_panels ? panels : slivers;
     double flops = 2.0 * (double)g->M * (double)g->N * (double)g->P;
     s.max_parts = (int64_t)(flops / CG_PART_FLOPS);
     if (s.max_parts > s.units) s.max_parts = s.units;
     if (s.max_parts < 1) s.max_parts = 1;
-    s.scratch_bytes = (kc * npanels * WIDE + (int64_t)MC * kc) * 4;
+    s.scratch_bytes = (kc * panels * WIDE + (int64_t)MC * kc) * 4;
     return s;
 }
 
 /* One part of a product of more than FEW_ROWS rows. */
 static void emit_part(Cg *cg, const CgGemm *g, const CgPar *par, const Split *sp) {
-    int64_t npanels = g->N / WIDE;
-    Share s = {cg_i64(cg, 0), cg_i64(cg, g->M), cg_i64(cg, 0), cg_i64(cg, npanels)};
+    int64_t panels = (g->N + WIDE - 1) / WIDE;
+    Share s = {cg_i64(cg, 0), cg_i64(cg, g->M), cg_i64(cg, 0), cg_i64(cg, panels)};
     if (sp->by_panels) {
         s.q0 = cg_part_start(cg, par, sp->units);
         s.q1 = cg_part_end(cg, par, sp->units);
@@ -294,21 +349,13 @@ static void emit_part(Cg *cg, const CgGemm *g, const CgPar *par, const Split *sp
         LLVMValueRef r1 = cg_mul(cg, cg_part_end(cg, par, sp->units), MR);
         s.r1 = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, r1, s.r1, ""), r1, s.r1, "");
     }
-    if (npanels > 0) {
-        int64_t kc = g->P < KC ? g->P : KC;
-        LLVMValueRef bp = par->scratch, ap = cg_gep(cg, cg->t_f32, par->scratch, cg_i64(cg, kc * npanels * WIDE));
-        int64_t full = g->P / kc, rest = g->P % kc;
-        CgLoop lk = cg_loop_begin(cg, full);
-        k_block(cg, g, &s, ap, bp, cg_mul(cg, lk.i, kc), kc);
-        cg_loop_end(cg, &lk);
-        if (rest) k_block(cg, g, &s, ap, bp, cg_i64(cg, full * kc), rest);
-    }
-    if (npanels * WIDE < g->N) {
-        /* The part holding the last panel, or every part of a split by rows. */
-        CgIf last = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, s.q1, cg_i64(cg, npanels), ""));
-        right_columns(cg, g, npanels * WIDE, s.r0, s.r1);
-        cg_endif(cg, &last);
-    }
+    int64_t kc = g->P < KC ? g->P : KC;
+    LLVMValueRef bp = par->scratch, ap = cg_gep(cg, cg->t_f32, par->scratch, cg_i64(cg, kc * panels * WIDE));
+    int64_t full = g->P / kc, rest = g->P % kc;
+    CgLoop lk = cg_loop_begin(cg, full);
+    k_block(cg, g, &s, ap, bp, cg_mul(cg, lk.i, kc), kc);
+    cg_loop_end(cg, &lk);
+    if (rest) k_block(cg, g, &s, ap, bp, cg_i64(cg, full * kc), rest);
 }
 
 /* One function per shape and layout, shared by every product of the module
@@ -337,9 +384,9 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
             LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false), zero = cg_i64(cg, 0), rows = cg_i64(cg, g->M);
             int64_t wide = (int64_t)NV_ROW * LANES, n = g->N / wide;
             CgLoop lj = cg_loop_begin(cg, n);
-            column_block(cg, &inner, zero, rows, cg_mul(cg, lj.i, wide), NV_ROW, LANES, cg_i64(cg, g->P), yes);
+            column_block(cg, &inner, zero, rows, cg_mul(cg, lj.i, wide), NV_ROW, LANES, (int)wide, cg_i64(cg, g->P), yes);
             cg_loop_end(cg, &lj);
-            right_columns(cg, &inner, n * wide, zero, rows);
+            right_columns(cg, &inner, n * wide, rows);
         } else {
             Split sp = plan_split(g);
             CgPar par;
