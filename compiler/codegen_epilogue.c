@@ -29,11 +29,12 @@
 #include "codegen.h"
 
 #define LANES 16
-/* Accumulators of a tile (parts x rows) the registers hold, with room for
- * the loaded vectors of B. */
-#define MAX_ACC 16
+/* Accumulators of a tile (rows x parts x vectors) the 32 registers hold,
+ * with room for the loaded vectors of B; vectors of B per row of a tile. */
+#define MAX_ACC 24
+#define MAX_VECS 4
 #define MAX_PARTS 8
-#define MAX_ROWS 4
+#define MAX_ROWS 8
 /* A panel of B up to this size is copied to the stack so that its rows, a
  * power of two apart in w, do not share cache sets (codegen_gemm.c packs for
  * the same reason). */
@@ -286,67 +287,76 @@ static void evaluate(Cg *cg, const CgEpilogue *G, LLVMValueRef m, LLVMValueRef j
     cg->lanes = saved;
 }
 
-/* Rows m0 .. m0 + mr at part columns j0 .. j0 + lanes: the product's sums
- * over the inner dimension, then every member row by row. B(p, q*W + j0 + l)
- * is read at b[p * b_sp + q * b_sq + bj0 + l] (bj0 is 0 in a panel). */
+/* Rows m0 .. m0 + mr at part columns j0 .. j0 + nv * lanes: the product's
+ * sums over the inner dimension, then every member row by row, vector by
+ * vector. B(p, q*W + j0 + c) is read at b[p * b_sp + q * b_sq + bj0 + c]
+ * (bj0 is 0 in a panel). */
 static void tile_at(Cg *cg, const CgEpilogue *G, LLVMValueRef m0, int mr, LLVMValueRef j0, LLVMValueRef bj0, int lanes,
-                    LLVMValueRef b, int64_t b_sp, int64_t b_sq, LLVMValueRef buf, LLVMValueRef *val) {
+                    int nv, LLVMValueRef b, int64_t b_sp, int64_t b_sq, LLVMValueRef buf, LLVMValueRef *val) {
     LLVMTypeRef vt = cg_vec_type(cg->t_f32, lanes);
-    LLVMValueRef acc[MAX_ROWS][MAX_PARTS], xb = cg_base(cg, G->node[0]->in[0]);
-    int Q = (int)G->Q;
+    LLVMValueRef acc[MAX_ROWS][MAX_ACC], xb = cg_base(cg, G->node[0]->in[0]);
+    int Q = (int)G->Q, QV = Q * nv;
     for (int r = 0; r < mr; r++)
-        for (int q = 0; q < Q; q++) acc[r][q] = cg_local(cg, vt, LLVMConstNull(vt));
+        for (int k = 0; k < QV; k++) acc[r][k] = cg_local(cg, vt, LLVMConstNull(vt));
     CgLoop lp = cg_loop_begin(cg, G->K);
-    LLVMValueRef bv[MAX_PARTS];
+    LLVMValueRef bv[MAX_ACC];
     for (int q = 0; q < Q; q++)
-        bv[q] = cg_load_vec(cg, b, cg_add(cg, cg_mad(cg, lp.i, b_sp, bj0), cg_i64(cg, q * b_sq)), lanes);
+        for (int v = 0; v < nv; v++)
+            bv[q * nv + v] = cg_load_vec(cg, b, cg_add(cg, cg_mad(cg, lp.i, b_sp, bj0), cg_i64(cg, q * b_sq + v * lanes)),
+                                         lanes);
     for (int r = 0; r < mr; r++) {
         LLVMValueRef row = cg_add(cg, m0, cg_i64(cg, r));
         LLVMValueRef a = cg_broadcast(cg, cg_load(cg, cg->t_f32, xb, cg_mad(cg, row, G->K, lp.i)), lanes);
-        for (int q = 0; q < Q; q++) cg_set(cg, acc[r][q], cg_fma(cg, a, bv[q], cg_get(cg, vt, acc[r][q])));
+        for (int k = 0; k < QV; k++) cg_set(cg, acc[r][k], cg_fma(cg, a, bv[k], cg_get(cg, vt, acc[r][k])));
     }
     cg_loop_end(cg, &lp);
     for (int r = 0; r < mr; r++)
-        for (int q = 0; q < Q; q++)
-            cg_store_vec(cg, buf, cg_i64(cg, ((int64_t)r * Q + q) * lanes), cg_get(cg, vt, acc[r][q]));
+        for (int k = 0; k < QV; k++)
+            cg_store_vec(cg, buf, cg_i64(cg, ((int64_t)r * QV + k) * lanes), cg_get(cg, vt, acc[r][k]));
     CgLoop lr = cg_loop_begin(cg, mr);
-    LLVMValueRef sums[MAX_PARTS];
-    for (int q = 0; q < Q; q++) sums[q] = cg_load_vec(cg, buf, cg_mul(cg, cg_add(cg, cg_mul(cg, lr.i, Q), cg_i64(cg, q)), lanes), lanes);
-    evaluate(cg, G, cg_add(cg, m0, lr.i), j0, lanes, sums, val);
+    for (int v = 0; v < nv; v++) {
+        LLVMValueRef sums[MAX_PARTS];
+        for (int q = 0; q < Q; q++)
+            sums[q] = cg_load_vec(cg, buf, cg_mul(cg, cg_add(cg, cg_mul(cg, lr.i, QV), cg_i64(cg, q * nv + v)), lanes),
+                                  lanes);
+        evaluate(cg, G, cg_add(cg, m0, lr.i), cg_add(cg, j0, cg_i64(cg, v * lanes)), lanes, sums, val);
+    }
     cg_loop_end(cg, &lr);
 }
 
-/* Every row for part columns j0 .. j0 + lanes. */
-static void columns(Cg *cg, const CgEpilogue *G, LLVMValueRef j0, int lanes, LLVMValueRef buf, LLVMValueRef panel,
+/* Every row for part columns j0 .. j0 + nv * lanes. */
+static void columns(Cg *cg, const CgEpilogue *G, LLVMValueRef j0, int lanes, int nv, LLVMValueRef buf, LLVMValueRef panel,
                     LLVMValueRef *val) {
     LLVMValueRef b = cg_base(cg, G->node[0]->in[1]);
-    int64_t b_sp = G->N, b_sq = G->W, Q = G->Q;
+    int64_t b_sp = G->N, b_sq = G->W, Q = G->Q, width = (int64_t)nv * lanes;
     LLVMValueRef bj0 = j0;
     if (panel) {
-        /* The columns this block reads, as rows of Q * lanes floats. */
+        /* The columns this block reads, as rows of Q * width floats. */
         CgLoop lp = cg_loop_begin(cg, G->K);
-        for (int64_t q = 0; q < Q; q++) {
-            LLVMValueRef v = cg_load_vec(cg, b, cg_add(cg, cg_mad(cg, lp.i, b_sp, j0), cg_i64(cg, q * b_sq)), lanes);
-            cg_store_vec(cg, panel, cg_mad(cg, lp.i, Q * lanes, cg_i64(cg, q * lanes)), v);
-        }
+        for (int64_t q = 0; q < Q; q++)
+            for (int v = 0; v < nv; v++) {
+                LLVMValueRef src = cg_add(cg, cg_mad(cg, lp.i, b_sp, j0), cg_i64(cg, q * b_sq + v * lanes));
+                cg_store_vec(cg, panel, cg_mad(cg, lp.i, Q * width, cg_i64(cg, q * width + v * lanes)),
+                             cg_load_vec(cg, b, src, lanes));
+            }
         cg_loop_end(cg, &lp);
         b = panel;
-        b_sp = Q * lanes;
-        b_sq = lanes;
+        b_sp = Q * width;
+        b_sq = width;
         bj0 = cg_i64(cg, 0);
     }
-    int mr = (int)(MAX_ACC / Q);
+    int mr = MAX_ACC / (int)(Q * nv);
     if (mr > MAX_ROWS) mr = MAX_ROWS;
     if (mr < 1) mr = 1;
     int64_t M = (G->wide.batched ? cg->batch : 1) * G->rows, blocks = M / mr;
     if (blocks > 0) {
         CgLoop lm = cg_loop_begin(cg, blocks);
-        tile_at(cg, G, cg_mul(cg, lm.i, mr), mr, j0, bj0, lanes, b, b_sp, b_sq, buf, val);
+        tile_at(cg, G, cg_mul(cg, lm.i, mr), mr, j0, bj0, lanes, nv, b, b_sp, b_sq, buf, val);
         cg_loop_end(cg, &lm);
     }
     if (M % mr) {
         CgLoop lm = cg_loop_begin(cg, M % mr);
-        tile_at(cg, G, cg_add(cg, lm.i, cg_i64(cg, blocks * mr)), 1, j0, bj0, lanes, b, b_sp, b_sq, buf, val);
+        tile_at(cg, G, cg_add(cg, lm.i, cg_i64(cg, blocks * mr)), 1, j0, bj0, lanes, nv, b, b_sp, b_sq, buf, val);
         cg_loop_end(cg, &lm);
     }
 }
@@ -361,7 +371,11 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
         cg_fail(cg, G.node[0], "out of memory");
         return 0;
     }
-    int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows, wide = G.W / LANES;
+    /* Blocks of nv vectors of each part: with few parts, more columns per
+     * part, so that the tile keeps enough sums going. */
+    int nv = (int)(MAX_VECS / G.Q) > 0 ? (int)(MAX_VECS / G.Q) : 1;
+    while (nv > 1 && G.W < (int64_t)nv * LANES) nv /= 2;
+    int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows, width = (int64_t)nv * LANES, wide = G.W / width;
     double flops = 2.0 * (double)M * (double)G.N * (double)G.K;
     int64_t max_parts = (int64_t)(flops / CG_PART_FLOPS);
     if (max_parts > wide) max_parts = wide;
@@ -374,27 +388,33 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     LLVMValueRef buf = cg_stack_array(cg, cg->t_f32, (int64_t)MAX_ACC * LANES);
     /* A panel pays for its copy when several row tiles read it: not for the
      * one row of a batch-1 step, which reads B once. */
-    bool pack = G.K * G.Q * LANES * 4 <= MAX_PANEL_BYTES && M > 2 * MAX_ROWS;
-    LLVMValueRef panel = pack ? cg_stack_array(cg, cg->t_f32, G.K * G.Q * LANES) : NULL;
+    bool pack = G.K * G.Q * width * 4 <= MAX_PANEL_BYTES && M > 2 * MAX_ROWS;
+    LLVMValueRef panel = pack ? cg_stack_array(cg, cg->t_f32, G.K * G.Q * width) : NULL;
     int64_t j = 0;
     if (wide > 0) {
         LLVMValueRef from = cg_part_start(cg, &par, wide);
         CgLoop lj = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &par, wide), from, ""));
-        columns(cg, &G, cg_mul(cg, cg_add(cg, from, lj.i), LANES), LANES, buf, panel, val);
+        columns(cg, &G, cg_mul(cg, cg_add(cg, from, lj.i), width), LANES, nv, buf, panel, val);
         cg_loop_end(cg, &lj);
-        j = wide * LANES;
+        j = wide * width;
     }
     if (j < G.W) {
         LLVMValueRef last = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildAdd(cg->b, par.part, cg_i64(cg, 1), ""),
                                           par.nparts, "");
         CgIf f = cg_if(cg, last);
+        if (G.W - j >= LANES) {
+            CgLoop lj = cg_loop_begin(cg, (G.W - j) / LANES);
+            columns(cg, &G, cg_mad(cg, lj.i, LANES, cg_i64(cg, j)), LANES, 1, buf, panel, val);
+            cg_loop_end(cg, &lj);
+            j += (G.W - j) / LANES * LANES;
+        }
         if (G.W - j >= LANES / 2) {
-            columns(cg, &G, cg_i64(cg, j), LANES / 2, buf, panel, val);
+            columns(cg, &G, cg_i64(cg, j), LANES / 2, 1, buf, panel, val);
             j += LANES / 2;
         }
         if (j < G.W) {
             CgLoop lj = cg_loop_begin(cg, G.W - j);
-            columns(cg, &G, cg_add(cg, lj.i, cg_i64(cg, j)), 1, buf, NULL, val);
+            columns(cg, &G, cg_add(cg, lj.i, cg_i64(cg, j)), 1, 1, buf, NULL, val);
             cg_loop_end(cg, &lj);
         }
         cg_endif(cg, &f);

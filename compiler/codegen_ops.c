@@ -442,9 +442,77 @@ static void emit_batchnorm(Cg *cg, const Node *n) {
     cg_loop_end(cg, &lf);
 }
 
+/* The sums of x's columns into n [F], x [..., F] f32 with every example and
+ * axis but the last summed (a bias gradient, batchnorm's statistics): each
+ * column in double, its rows in order, as the interpreter sums; a mean then
+ * divides by the row count. Blocks of SUM_COLS columns (a cache line of each
+ * row) run on vectors of doubles, one accumulator per 8 columns, and split
+ * over threads. */
+#define SUM_COLS 32
+#define SUM_VEC 8
+
+static void column_sums_block(Cg *cg, LLVMValueRef xp, LLVMValueRef op, int64_t F, int64_t R, LLVMValueRef j0,
+                              int cols, bool mean) {
+    LLVMTypeRef vd = LLVMVectorType(cg->t_f64, SUM_VEC), vf = LLVMVectorType(cg->t_f32, SUM_VEC);
+    int nv = (cols + SUM_VEC - 1) / SUM_VEC;
+    LLVMValueRef acc[SUM_COLS / SUM_VEC];
+    for (int v = 0; v < nv; v++) acc[v] = cg_local(cg, vd, LLVMConstNull(vd));
+    CgLoop lr = cg_loop_begin(cg, R);
+    for (int v = 0; v < nv; v++) {
+        int valid = cols - v * SUM_VEC < SUM_VEC ? cols - v * SUM_VEC : SUM_VEC;
+        LLVMValueRef idx = cg_add(cg, cg_mad(cg, lr.i, F, j0), cg_i64(cg, v * SUM_VEC));
+        LLVMValueRef x = valid < SUM_VEC ? cg_load_vec_masked(cg, xp, idx, SUM_VEC, valid)
+                                         : cg_load_vec(cg, xp, idx, SUM_VEC);
+        cg_set(cg, acc[v], fadd(cg, cg_get(cg, vd, acc[v]), LLVMBuildFPExt(cg->b, x, vd, "")));
+    }
+    cg_loop_end(cg, &lr);
+    for (int v = 0; v < nv; v++) {
+        int valid = cols - v * SUM_VEC < SUM_VEC ? cols - v * SUM_VEC : SUM_VEC;
+        LLVMValueRef sum = cg_get(cg, vd, acc[v]), idx = cg_add(cg, j0, cg_i64(cg, v * SUM_VEC));
+        if (mean) {
+            LLVMValueRef count[SUM_VEC];
+            for (int l = 0; l < SUM_VEC; l++) count[l] = cg_f64(cg, (double)R);
+            sum = fdiv(cg, sum, LLVMConstVector(count, SUM_VEC));
+        }
+        LLVMValueRef f = LLVMBuildFPTrunc(cg->b, sum, vf, "");
+        if (valid < SUM_VEC) cg_store_vec_masked(cg, op, idx, f, valid);
+        else cg_store_vec(cg, op, idx, f);
+    }
+}
+
+static void emit_column_sums(Cg *cg, const Node *n, const Node *x, bool mean) {
+    int64_t F = last_dim(x), R = nex(cg, x) * (elems(x) / F);
+    int64_t full = F / SUM_COLS, tail = F % SUM_COLS, blocks = full + (tail > 0);
+    /* A part is worth it from some 256K elements (a millisecond's tenth). */
+    int64_t max_parts = R * F >> 18;
+    if (max_parts > blocks) max_parts = blocks;
+    CgPar par;
+    size_t len;
+    char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &len));
+    cg_par_begin(cg, &par, name, &cg->slab, 1);
+    free(name);
+    cg->slab = par.vals[0];
+    LLVMValueRef xp = cg_base(cg, x), op = cg_base(cg, n);
+    LLVMValueRef from = cg_part_start(cg, &par, blocks), to = cg_part_end(cg, &par, blocks);
+    LLVMValueRef end = sel(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, to, cg_i64(cg, full), ""), to, cg_i64(cg, full));
+    CgLoop lb = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, end, from, ""));
+    column_sums_block(cg, xp, op, F, R, cg_mul(cg, cg_add(cg, from, lb.i), SUM_COLS), SUM_COLS, mean);
+    cg_loop_end(cg, &lb);
+    if (tail) {
+        CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSGT, to, cg_i64(cg, full), ""));
+        column_sums_block(cg, xp, op, F, R, cg_i64(cg, full * SUM_COLS), (int)tail, mean);
+        cg_endif(cg, &f);
+    }
+    cg_par_end(cg, &par, max_parts, 0);
+}
+
 /* x [..., F] -> [F]: sum (or mean) over the batch and every axis but the last */
 static void emit_lead(Cg *cg, const Node *n) {
     const Node *x = n->in[0];
+    if (x->type.dtype == DT_F32) {
+        emit_column_sums(cg, n, x, n->op == OP_MEAN_LEAD);
+        return;
+    }
     int64_t F = last_dim(x), rows = elems(x) / F, nb = nex(cg, x);
     LLVMValueRef acc = cg_local(cg, cg->t_f64, NULL), op = cg_base(cg, n);
     CgLoop lf = cg_loop_begin(cg, F);
@@ -777,6 +845,11 @@ static void emit_matmul_w(Cg *cg, const Node *n) {
 static void emit_sum_to(Cg *cg, const Node *n) {
     const Node *x = n->in[0];
     const Type *xt = &x->type, *nt = &n->type;
+    if (!nt->batched && nt->rank == 1 && xt->rank >= 1 && nt->dims[0] == xt->dims[xt->rank - 1] && nt->dims[0] > 1 &&
+        xt->dtype == DT_F32) {
+        emit_column_sums(cg, n, x, false);
+        return;
+    }
     if ((nt->batched && !xt->batched) || nt->rank > xt->rank) {
         cg_fail(cg, n, "cannot sum %s to %s", xt->batched ? "a batched value" : "a value",
                 nt->batched ? "a batched one" : "this type");
