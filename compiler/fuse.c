@@ -624,6 +624,66 @@ static void sweep(Fuse *f, Graph *b) {
     for (int i = 0; i < len; i++) ((Node *)b->nodes.items[i])->id = i;
 }
 
+/* ---- gradients of slices ------------------------------------------------------------- */
+
+/* Collects the slice_grads under an add tree rooted at n into leaf[], each
+ * add below the root and each slice_grad read by nothing else (uses[]). */
+static bool slice_leaves(Node *n, bool root, const int *uses, Node **leaf, int *nleaf, int cap) {
+    if (!root && uses[n->id] != 1) return false;
+    if (n->op == OP_SLICE_GRAD) {
+        if (*nleaf == cap) return false;
+        leaf[(*nleaf)++] = n;
+        return true;
+    }
+    return n->op == OP_ADD && type_equal(&n->in[0]->type, &n->type) && type_equal(&n->in[1]->type, &n->type) &&
+           slice_leaves(n->in[0], false, uses, leaf, nleaf, cap) && slice_leaves(n->in[1], false, uses, leaf, nleaf, cap);
+}
+
+static int by_start(const void *a, const void *b) {
+    const Node *x = *(Node *const *)a, *y = *(Node *const *)b;
+    return (x->slice.start > y->slice.start) - (x->slice.start < y->slice.start);
+}
+
+/* The gradient of a value sliced into parts is the sum of the parts'
+ * slice_grads: zeros with each part's gradient in its columns. When the
+ * parts cover the columns once (an LSTM's four gates), the sum is their
+ * concatenation, which writes each element once instead of zeroing and
+ * adding whole rows: the add at the top becomes a concat, and what was under
+ * it is swept. Every element keeps its value (x + 0 = x, but for the sign
+ * of a zero). */
+static void concat_slice_grads(Fuse *f, Graph *b) {
+    int n = b->nodes.len;
+    int *uses = ARENA_ARRAY(f->arena, int, n ? n : 1);
+    for (int i = 0; i < n; i++) {
+        Node *x = b->nodes.items[i];
+        for (int k = 0; k < x->nin; k++) uses[x->in[k]->id]++;
+    }
+    for (int i = 0; i < b->outputs.len; i++) uses[((Node *)b->outputs.items[i])->id]++;
+    enum { MAX_LEAVES = 16 };
+    for (int i = n - 1; i >= 0; i--) {
+        Node *x = b->nodes.items[i], *leaf[MAX_LEAVES];
+        int nleaf = 0;
+        if (x->op != OP_ADD || x->type.rank < 1 || !slice_leaves(x, true, uses, leaf, &nleaf, MAX_LEAVES)) continue;
+        qsort(leaf, (size_t)nleaf, sizeof *leaf, by_start);
+        int64_t at = 0, C = x->type.dims[x->type.rank - 1];
+        bool tiles = true;
+        for (int k = 0; k < nleaf && tiles; k++) {
+            tiles = leaf[k]->slice.start == at && leaf[k]->in[0]->type.batched == x->type.batched;
+            at += leaf[k]->slice.len;
+        }
+        if (!tiles || at != C) continue;
+        Node **in = ARENA_ARRAY(f->arena, Node *, nleaf);
+        for (int k = 0; k < nleaf; k++) in[k] = leaf[k]->in[0];
+        x->op = OP_CONCAT;
+        x->in = in;
+        x->nin = nleaf;
+        infer(f, x);
+        /* The adds and slice_grads under it are read by nothing now; the
+         * sweep takes them. Their uses no longer count for trees above. */
+        f->stats.concats++;
+    }
+}
+
 static void fuse_scan(Fuse *f, Node *s, const FuseOptions *o) {
     Body B;
     if (!body_init(&B, f, s)) return;
@@ -637,6 +697,10 @@ static void fuse_scan(Fuse *f, Node *s, const FuseOptions *o) {
     if (!o->no_hoist) hoist(&B);
     if (f->error) return;
     sweep(f, s->scan.body);
+    if (!o->no_concat) {
+        concat_slice_grads(f, s->scan.body);
+        sweep(f, s->scan.body);
+    }
     infer(f, s);
 }
 
@@ -654,6 +718,7 @@ static void add_stats(FuseStats *to, const FuseStats *s) {
     to->moved_sums += s->moved_sums;
     to->dropped_states += s->dropped_states;
     to->softmax_ce += s->softmax_ce;
+    to->concats += s->concats;
 }
 
 bool fuse_graph(Graph *g, const FuseOptions *o, char **error) {

@@ -407,6 +407,10 @@ START_TEST(structure) {
         ck_assert_int_gt(b.stats.dropped_states, 0);
         /* The peephole cell's scaled weights and summed biases are params alone. */
         if (which == 2) ck_assert_int_gt(b.stats.hoisted_captures, 0);
+        /* The gates' gradients are concatenated, not zero-filled and added. */
+        ck_assert_int_gt(body_ops(ga, OP_SLICE_GRAD, true), 0);
+        ck_assert_int_eq(body_ops(gb, OP_SLICE_GRAD, true), 0);
+        ck_assert_int_gt(b.stats.concats, 0);
         unload(&b);
         /* Bias sums too, on request: nothing but the carried state's products stays. */
         Passes biases = all_passes;
