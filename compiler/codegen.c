@@ -754,19 +754,65 @@ static LLVMValueRef lower_node(Cg *cg, int gi, const Node *n) {
     return cg->fn;
 }
 
-/* Consecutive elementwise nodes of one type from node i: one loop for all
+bool cg_same_rows(const Type *a, const Type *t) {
+    if (a->dtype != DT_F32 || t->dtype != DT_F32 || a->batched != t->batched || a->rank != t->rank || t->rank < 1)
+        return false;
+    for (int d = 0; d + 1 < t->rank; d++)
+        if (a->dims[d] != t->dims[d]) return false;
+    return true;
+}
+
+/* Can node n join a chain of type t whose members are chain[0 .. len)? An
+ * elementwise node of type t; a slice of type t of a value with t's rows
+ * (read through, in place); a concat of members with t's rows (written in
+ * place). */
+static bool chain_joins(const Node *n, const Type *t, const Node *const *chain, int len) {
+    if (n->op == OP_SLICE) {
+        /* Of a value outside the chain: a member's other columns may not be
+         * written yet where the slice reads them. */
+        for (int m = 0; m < len; m++)
+            if (chain[m] == n->in[0]) return false;
+        return type_equal(&n->type, t) && cg_same_rows(&n->in[0]->type, t);
+    }
+    if (n->op == OP_CONCAT) {
+        if (!len || !cg_same_rows(&n->type, t)) return false;
+        for (int k = 0; k < n->nin; k++) {
+            bool in = false;
+            for (int m = 0; m < len && !in; m++) in = chain[m] == n->in[k];
+            if (!in || !type_equal(&n->in[k]->type, t)) return false;
+        }
+        return true;
+    }
+    return cg_is_map(n) && type_equal(&n->type, t);
+}
+
+/* Consecutive nodes of one type from node i (chain_joins): one loop for all
  * of them. A chain stops at the end of the forward pass, where a
  * forward-only call (upto) stops. */
 static int chain_length(const Graph *g, int i, const bool *taken) {
     const Node *first = g->nodes.items[i];
-    if (!cg_is_map(first)) return 1;
+    const Node *const *chain = (const Node *const *)&g->nodes.items[i];
+    if (first->op == OP_CONCAT || !chain_joins(first, &first->type, chain, 0)) return 1;
     int len = 1;
-    while (i + len < g->nodes.len && i + len != g->nforward && !taken[i + len]) {
-        const Node *n = g->nodes.items[i + len];
-        if (!cg_is_map(n) || !type_equal(&n->type, &first->type)) break;
+    while (i + len < g->nodes.len && i + len != g->nforward && !taken[i + len] &&
+           chain_joins(g->nodes.items[i + len], &first->type, chain, len))
         len++;
-    }
     return len;
+}
+
+bool cg_read_outside(const Graph *g, const Node *x, const Node *const *members, int n) {
+    if (!g->parent) return true; /* a model graph's values may be read by the host */
+    for (int k = 0; k < g->outputs.len; k++)
+        if (g->outputs.items[k] == x) return true;
+    for (int k = 0; k < g->nodes.len; k++) {
+        const Node *y = g->nodes.items[k];
+        bool member = false;
+        for (int m = 0; m < n && !member; m++) member = members[m] == y;
+        if (member) continue;
+        for (int a = 0; a < y->nin; a++)
+            if (y->in[a] == x) return true;
+    }
+    return false;
 }
 
 static LLVMValueRef lower_chain(Cg *cg, int gi, const Graph *g, int i, int len) {

@@ -383,8 +383,16 @@ LLVMValueRef cg_fabsf(Cg *cg, LLVMValueRef x);
 void cg_emit_op(Cg *cg, const Node *n);
 /* An f32 elementwise node (the ops of emit_map), which a chain may hold. */
 bool cg_is_map(const Node *n);
-/* Nodes of one type, each cg_is_map, in graph order: one loop computing all. */
+/* Nodes of one type t in graph order, each elementwise (cg_is_map), a slice
+ * of type t of a value with t's rows, or a concat of earlier members with
+ * t's rows: one loop computing all. */
 void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len);
+/* f32 types equal but for the last axis: their rows line up. */
+bool cg_same_rows(const Type *a, const Type *t);
+/* Is x, a node of g, read by a node of g that is not among members[0 .. n),
+ * by the scan whose body g is (an output), or by the host (g the model
+ * graph)? A fused kernel stores only the members that are. */
+bool cg_read_outside(const Graph *g, const Node *x, const Node *const *members, int n);
 /* codegen_epilogue.c: a matrix product (MATMUL) at position i of g.nodes and
  * the elementwise nodes after it that read it, through slices of its last
  * axis included (an LSTM's gates), as one kernel: the tile of the product

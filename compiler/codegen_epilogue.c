@@ -88,14 +88,6 @@ static bool outside_form(const Node *x, const Type *t, Form *form) {
     return true;
 }
 
-/* A type equal to t but for the last axis: the rows line up. */
-static bool same_rows(const Type *a, const Type *t) {
-    if (a->dtype != DT_F32 || a->batched != t->batched || a->rank != t->rank) return false;
-    for (int d = 0; d + 1 < t->rank; d++)
-        if (a->dims[d] != t->dims[d]) return false;
-    return true;
-}
-
 /* Can elementwise node n join as `kind` (M_WIDE or M_NARROW)? */
 static bool map_joins(const CgEpilogue *G, const Node *n, Kind kind) {
     const Node *ops[4];
@@ -114,7 +106,7 @@ static bool map_joins(const CgEpilogue *G, const Node *n, Kind kind) {
 
 /* Can slice n join? Sets the part width on the first one. */
 static bool slice_joins(CgEpilogue *G, const Node *n, Kind *kind) {
-    if (n->op != OP_SLICE || !same_rows(&n->type, &G->wide)) return false;
+    if (n->op != OP_SLICE || !cg_same_rows(&n->type, &G->wide)) return false;
     int64_t len = n->slice.len, start = n->slice.start;
     if (len <= 0 || len >= G->N || G->N % len != 0 || (G->W && G->W != len)) return false;
     const Node *x = n->in[0];
@@ -123,7 +115,7 @@ static bool slice_joins(CgEpilogue *G, const Node *n, Kind *kind) {
         if ((G->kind[m] != M_PRODUCT && G->kind[m] != M_WIDE) || start % len != 0) return false;
         *kind = M_SLICE;
     } else {
-        if (!same_rows(&x->type, &G->wide) || start < 0 || start + len > x->type.dims[x->type.rank - 1]) return false;
+        if (!cg_same_rows(&x->type, &G->wide) || start < 0 || start + len > x->type.dims[x->type.rank - 1]) return false;
         *kind = M_OUT_SLICE;
     }
     G->W = len;
@@ -135,20 +127,6 @@ static bool slice_joins(CgEpilogue *G, const Node *n, Kind *kind) {
 static bool reads_member(const CgEpilogue *G, const Node *n) {
     for (int a = 0; a < n->nin; a++)
         if (member(G, n->in[a]) >= 0) return true;
-    return false;
-}
-
-/* Is x read by a node of g outside the group, or by the scan (an output)? */
-static bool read_outside(const CgEpilogue *G, const Graph *g, const Node *x) {
-    if (!g->parent) return true; /* a model graph's values may be read by the host */
-    for (int k = 0; k < g->outputs.len; k++)
-        if (g->outputs.items[k] == x) return true;
-    for (int k = 0; k < g->nodes.len; k++) {
-        const Node *n = g->nodes.items[k];
-        if (member(G, n) >= 0) continue;
-        for (int a = 0; a < n->nin; a++)
-            if (n->in[a] == x) return true;
-    }
     return false;
 }
 
@@ -203,7 +181,7 @@ static bool find_group(const Graph *g, int i, const bool *taken, CgEpilogue *G) 
     }
     G->Q = G->N / G->W;
     if (G->n < 2 || G->Q > MAX_PARTS) return false;
-    for (int k = 0; k < G->n; k++) G->store[k] = read_outside(G, g, G->node[k]);
+    for (int k = 0; k < G->n; k++) G->store[k] = cg_read_outside(g, G->node[k], G->node, G->n);
     return true;
 }
 

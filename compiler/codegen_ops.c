@@ -1211,10 +1211,12 @@ bool cg_is_map(const Node *n) {
     return n->type.dtype == DT_F32 && map_fn(n, &nops, ops) != NULL;
 }
 
-/* Elementwise nodes of one type, in graph order, as one loop: each element
- * of every node is computed from registers where its operand is an earlier
- * node of the chain, and stored (later nodes and the backward pass read
- * them). The arithmetic is each node's own, so results equal the unfused. */
+/* Nodes of one type t, in graph order, as one loop (codegen.c's chain):
+ * each element of every node is computed from registers where its operand
+ * is an earlier node of the chain. A slice is read through from its source;
+ * a concat's inputs are written into their columns of it. A node's value is
+ * stored only where something outside the chain reads it. The arithmetic is
+ * each node's own, so results equal the unfused. */
 void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
     const Node *first = chain[0];
     const Type *t = &first->type;
@@ -1222,74 +1224,91 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
     enum { MAX_OPS = 4 };
     int64_t (*stride)[MAX_OPS][SEQC_MAX_RANK] = calloc((size_t)len, sizeof *stride);
     int (*inner)[MAX_OPS] = calloc((size_t)len, sizeof *inner); /* chain index + 1 of an operand, or 0 */
-    LLVMValueRef *vals = calloc((size_t)len, sizeof *vals);
-    if (!stride || !inner || !vals) {
+    LLVMValueRef *vals = calloc((size_t)len, sizeof *vals), *outs = calloc((size_t)len, sizeof *outs);
+    LLVMValueRef (*base)[MAX_OPS] = calloc((size_t)len, sizeof *base);
+    bool *store = calloc((size_t)len, sizeof *store);
+    if (!stride || !inner || !vals || !outs || !base || !store) {
         cg_fail(cg, first, "out of memory");
         goto done;
     }
     for (int m = 0; m < len; m++) {
         const Node *n = chain[m], *ops[MAX_OPS];
-        int nops;
-        if (!type_equal(&n->type, t) || !map_fn(n, &nops, ops)) {
-            cg_fail(cg, n, "not an elementwise node of the chain's type");
+        int nops = n->op == OP_CONCAT ? n->nin : n->op == OP_SLICE ? 1 : 0;
+        bool ok = n->op == OP_CONCAT ? nops <= MAX_OPS : n->op == OP_SLICE || type_equal(&n->type, t);
+        if (ok && n->op != OP_CONCAT && n->op != OP_SLICE) ok = map_fn(n, &nops, ops) != NULL;
+        if (!ok) {
+            cg_fail(cg, n, "not a node a chain of its type can hold");
             goto done;
         }
+        store[m] = n->op == OP_CONCAT || cg_read_outside(first->graph, n, chain, len);
+        if (n->op == OP_SLICE) continue;
         for (int k = 0; k < nops; k++) {
+            const Node *x = n->op == OP_CONCAT ? n->in[k] : ops[k];
             for (int q = 0; q < m; q++)
-                if (chain[q] == ops[k]) inner[m][k] = q + 1;
+                if (chain[q] == x) inner[m][k] = q + 1;
             if (inner[m][k]) continue;
-            if (!bcast_strides(t, &ops[k]->type, stride[m][k]) || (ops[k]->type.batched && !t->batched)) {
+            if (n->op == OP_CONCAT || !bcast_strides(t, &x->type, stride[m][k]) || (x->type.batched && !t->batched)) {
                 cg_fail(cg, n, "input %d does not broadcast to the result", k);
                 goto done;
             }
         }
     }
     CgLoop lb = cg_loop_begin(cg, nex(cg, first));
-    LLVMValueRef *outs = calloc((size_t)len, sizeof *outs), (*base)[MAX_OPS] = calloc((size_t)len, sizeof *base);
-    if (!outs || !base) {
-        free(outs);
-        free(base);
-        cg_fail(cg, first, "out of memory");
-        goto done;
-    }
     for (int m = 0; m < len; m++) {
-        const Node *ops[MAX_OPS];
-        int nops;
-        map_fn(chain[m], &nops, ops);
-        outs[m] = cg_ex(cg, chain[m], lb.i);
+        const Node *n = chain[m], *ops[MAX_OPS];
+        int nops = 0;
+        outs[m] = cg_ex(cg, n, lb.i);
+        if (n->op == OP_SLICE) base[m][0] = cg_ex(cg, n->in[0], lb.i);
+        else if (n->op != OP_CONCAT) map_fn(n, &nops, ops);
         for (int k = 0; k < nops; k++)
             if (!inner[m][k]) base[m][k] = cg_ex(cg, ops[k], lb.i);
     }
     CgLoop l[SEQC_MAX_RANK];
     for (int d = 0; d < r; d++) l[d] = cg_loop_begin(cg, t->dims[d]);
-    LLVMValueRef oi = cg_i64(cg, 0);
+    LLVMValueRef oi = cg_i64(cg, 0), row = cg_i64(cg, 0), col = l[r - 1].i;
     for (int d = 0; d < r; d++) oi = cg_mad(cg, oi, t->dims[d], l[d].i);
+    for (int d = 0; d + 1 < r; d++) row = cg_mad(cg, row, t->dims[d], l[d].i);
     for (int m = 0; m < len; m++) {
         const Node *n = chain[m], *ops[MAX_OPS];
-        int nops;
-        MapFn f = map_fn(n, &nops, ops);
-        LLVMValueRef v[MAX_OPS];
-        for (int k = 0; k < nops; k++) {
-            if (inner[m][k]) {
-                v[k] = vals[inner[m][k] - 1];
-                continue;
+        if (n->op == OP_SLICE) {
+            const Node *x = n->in[0];
+            LLVMValueRef at = cg_add(cg, cg_mad(cg, row, last_dim(x), col), cg_i64(cg, n->slice.start));
+            vals[m] = cg_loadf(cg, x, base[m][0], at);
+        } else if (n->op == OP_CONCAT) {
+            int64_t off = 0;
+            for (int k = 0; k < n->nin; k++) {
+                LLVMValueRef at = cg_add(cg, cg_mad(cg, row, last_dim(n), col), cg_i64(cg, off));
+                cg_storef(cg, outs[m], at, vals[inner[m][k] - 1]);
+                off += last_dim(n->in[k]);
             }
-            LLVMValueRef idx = cg_i64(cg, 0);
-            for (int d = 0; d < r; d++)
-                if (stride[m][k][d]) idx = cg_add(cg, idx, cg_mul(cg, l[d].i, stride[m][k][d]));
-            v[k] = cg_loadf(cg, ops[k], base[m][k], idx);
+            continue;
+        } else {
+            int nops;
+            MapFn f = map_fn(n, &nops, ops);
+            LLVMValueRef v[MAX_OPS];
+            for (int k = 0; k < nops; k++) {
+                if (inner[m][k]) {
+                    v[k] = vals[inner[m][k] - 1];
+                    continue;
+                }
+                LLVMValueRef idx = cg_i64(cg, 0);
+                for (int d = 0; d < r; d++)
+                    if (stride[m][k][d]) idx = cg_add(cg, idx, cg_mul(cg, l[d].i, stride[m][k][d]));
+                v[k] = cg_loadf(cg, ops[k], base[m][k], idx);
+            }
+            vals[m] = f(cg, n, v);
         }
-        vals[m] = f(cg, n, v);
-        cg_storef(cg, outs[m], oi, vals[m]);
+        if (store[m]) cg_storef(cg, outs[m], oi, vals[m]);
     }
     for (int d = r - 1; d >= 0; d--) cg_loop_end(cg, &l[d]);
     cg_loop_end(cg, &lb);
-    free(outs);
-    free(base);
 done:
     free(stride);
     free(inner);
     free(vals);
+    free(outs);
+    free(base);
+    free(store);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------ */
