@@ -86,6 +86,13 @@ static int64_t extra_bytes(int64_t batch, const Node *n) {
             bytes += align_up(4 * cg_size(batch, n->in[n->scan.nseq + i]));
         return bytes;
     }
+    if ((n->op == OP_SCE || n->op == OP_CCE) && n->type.rank == 0) {
+        /* Per row of classes: its loss term, then its log-sum-exp, in f64
+         * (codegen_ops.c emit_loss; the loss's gradient reads the second). */
+        const Node *p = n->in[0];
+        int64_t C = p->type.rank ? p->type.dims[p->type.rank - 1] : 1;
+        return 2 * 8 * (cg_size(batch, p) / (C > 0 ? C : 1));
+    }
     if (n->op == OP_EMBED_GRAD) { /* f64 accumulators, then the ids the last call wrote */
         int64_t nb = n->in[0]->type.batched || n->in[1]->type.batched ? batch : 1;
         return 8 * type_elements(&n->type) + 4 * nb * type_elements(&n->in[0]->type);
@@ -709,6 +716,13 @@ void cg_par_end(Cg *cg, CgPar *p, int64_t max_parts, int64_t scratch_bytes) {
     cg_call(cg, cg->parallel, args, 4);
 }
 
+int64_t cg_max_parts(const Cg *cg, double work, double part_work, int64_t units) {
+    if (units < 1) return 1;
+    if (cg->split_small) return units;
+    double parts = work / part_work;
+    return parts < 1 ? 1 : parts > (double)units ? units : (int64_t)parts;
+}
+
 LLVMValueRef cg_part_start(Cg *cg, const CgPar *p, int64_t units) {
     /* part * units / nparts: units and nparts are far below 2^31. */
     return LLVMBuildUDiv(cg->b, cg_mul(cg, p->part, units), p->nparts, "");
@@ -947,6 +961,8 @@ static void cg_start(Cg *cg, CgModule *m) {
     cg->t_node = LLVMFunctionType(cg->t_void, node_params, 3, false);
     cg->plan = &m->plan;
     cg->batch = m->plan.batch;
+    const char *small = getenv("SEQC_SPLIT_SMALL");
+    cg->split_small = small && *small && strcmp(small, "0") != 0;
     declare_runtime(cg);
 }
 

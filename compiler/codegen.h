@@ -233,6 +233,7 @@ typedef struct Cg {
      * constants are then splats, conversions vector casts, and calls of
      * scalar functions go lane by lane. */
     int lanes;
+    bool split_small;           /* SEQC_SPLIT_SMALL: cg_max_parts */
     CgStats stats;
     LLVMValueRef **fns;         /* by graph plan index, by node id: the node's function or NULL */
     /* the function being built */
@@ -269,8 +270,15 @@ void cg_helper_end(Cg *cg, const CgSaved *s);
  * give each output element to one part and compute it there exactly as one
  * thread would: then no result depends on the number of threads. */
 #define CG_PAR_VALS 4
-/* A part is worth a thread's wake-up from this many flops (some 15 us). */
+/* A part is worth a thread's wake-up from this many flops of a product (some
+ * 15 us), or this many elements of a pass over memory. */
 #define CG_PART_FLOPS (2 << 20)
+#define CG_PART_ELEMS (1 << 18)
+/* The parts a kernel of `work` (flops or elements) over `units` splittable
+ * units asks for: one per part_work, at least 1, at most units; every unit
+ * its own part when the environment sets SEQC_SPLIT_SMALL (tests: so that
+ * small models run every kernel's split code). */
+int64_t cg_max_parts(const Cg *cg, double work, double part_work, int64_t units);
 typedef struct CgPar {
     CgSaved saved;
     LLVMValueRef fn, ctx;

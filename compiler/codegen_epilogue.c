@@ -355,8 +355,7 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     while (nv > 1 && G.W < (int64_t)nv * LANES) nv /= 2;
     int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows, width = (int64_t)nv * LANES, wide = G.W / width;
     double flops = 2.0 * (double)M * (double)G.N * (double)G.K;
-    int64_t max_parts = (int64_t)(flops / CG_PART_FLOPS);
-    if (max_parts > wide) max_parts = wide;
+    int64_t max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, wide);
     CgPar par;
     size_t len;
     char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &len));

@@ -325,14 +325,12 @@ typedef struct Split {
     int64_t units, max_parts, scratch_bytes;
 } Split;
 
-static Split plan_split(const CgGemm *g) {
+static Split plan_split(const Cg *cg, const CgGemm *g) {
     int64_t panels = (g->N + WIDE - 1) / WIDE, slivers = (g->M + MR - 1) / MR, kc = g->P < KC ? g->P : KC;
     Split s = {.by_panels = panels >= 8 || panels >= slivers};
     s.units = s.by_panels ? panels : slivers;
     double flops = 2.0 * (double)g->M * (double)g->N * (double)g->P;
-    s.max_parts = (int64_t)(flops / CG_PART_FLOPS);
-    if (s.max_parts > s.units) s.max_parts = s.units;
-    if (s.max_parts < 1) s.max_parts = 1;
+    s.max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, s.units);
     s.scratch_bytes = (kc * panels * WIDE + (int64_t)MC * kc) * 4;
     return s;
 }
@@ -388,7 +386,7 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
             cg_loop_end(cg, &lj);
             right_columns(cg, &inner, n * wide, rows);
         } else {
-            Split sp = plan_split(g);
+            Split sp = plan_split(cg, g);
             CgPar par;
             char part[208];
             snprintf(part, sizeof part, "%s.part", name);

@@ -194,17 +194,54 @@ static LLVMValueRef binary(Cg *cg, const Node *n, LLVMValueRef *v) {
     }
 }
 
+/* ---- rows over threads ------------------------------------------------------------------ */
+
+/* A kernel over R independent rows of C elements (softmax, a loss per row of
+ * classes, its gradient), split over threads by rows: the part function
+ * runs rows [from, to) of them, *row the current one; the code between
+ * rows_begin and rows_end is the body of that loop, in the part function. */
+typedef struct RowPar {
+    CgPar par;
+    CgLoop loop;
+    LLVMValueRef row;
+    int64_t max_parts;
+} RowPar;
+
+static void rows_begin(Cg *cg, RowPar *rp, int64_t R, int64_t C) {
+    rp->max_parts = cg_max_parts(cg, (double)R * (double)C, CG_PART_ELEMS, R);
+    char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &(size_t){0}));
+    cg_par_begin(cg, &rp->par, name, &cg->slab, 1);
+    free(name);
+    cg->slab = rp->par.vals[0];
+    LLVMValueRef from = cg_part_start(cg, &rp->par, R);
+    rp->loop = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &rp->par, R), from, ""));
+    rp->row = cg_add(cg, from, rp->loop.i);
+}
+
+static void rows_end(Cg *cg, RowPar *rp) {
+    cg_loop_end(cg, &rp->loop);
+    cg_par_end(cg, &rp->par, rp->max_parts, 0);
+}
+
+/* Row `row` of the rows [0, nex * rows) of x: x's example and the row's
+ * first element in it. */
+static LLVMValueRef row_example(Cg *cg, const Node *x, LLVMValueRef row, int64_t rows, LLVMValueRef *at) {
+    LLVMValueRef b = LLVMBuildUDiv(cg->b, row, cg_i64(cg, rows), "");
+    *at = LLVMBuildURem(cg->b, row, cg_i64(cg, rows), "");
+    return cg_ex(cg, x, b);
+}
+
 /* ---- structure ----------------------------------------------------------------------- */
 
 /* x [..., C] -> [..., C], each row exp(x - max) / sum */
 static void emit_softmax(Cg *cg, const Node *n) {
     const Node *x = n->in[0];
     int64_t C = last_dim(n), rows = elems(n) / C;
-    LLVMValueRef mx = cg_local(cg, cg->t_f32, NULL), sum = cg_local(cg, cg->t_f64, NULL);
-    CgLoop lb = cg_loop_begin(cg, nex(cg, n));
-    LLVMValueRef xp = cg_ex(cg, x, lb.i), op = cg_ex(cg, n, lb.i);
-    CgLoop lr = cg_loop_begin(cg, rows);
-    LLVMValueRef row = cg_mul(cg, lr.i, C);
+    RowPar rp;
+    rows_begin(cg, &rp, nex(cg, n) * rows, C);
+    LLVMValueRef mx = cg_local(cg, cg->t_f32, NULL), sum = cg_local(cg, cg->t_f64, NULL), r;
+    LLVMValueRef xp = row_example(cg, x, rp.row, rows, &r), op = row_example(cg, n, rp.row, rows, &r);
+    LLVMValueRef row = cg_mul(cg, r, C);
     cg_set(cg, mx, cg_loadf(cg, x, xp, row));
     cg_set(cg, sum, cg_f64(cg, 0));
     CgLoop lc = cg_loop_begin(cg, C);
@@ -223,8 +260,7 @@ static void emit_softmax(Cg *cg, const Node *n) {
     i = cg_add(cg, row, lc.i);
     cg_stored_as_f32(cg, op, i, fdiv(cg, to_f64(cg, cg_loadf(cg, n, op, i)), cg_get(cg, cg->t_f64, sum)));
     cg_loop_end(cg, &lc);
-    cg_loop_end(cg, &lr);
-    cg_loop_end(cg, &lb);
+    rows_end(cg, &rp);
 }
 
 /* x [..., K] @ w [K, N] -> [..., N]; each output sums k = 0, 1, ... in double */
@@ -483,9 +519,7 @@ static void column_sums_block(Cg *cg, LLVMValueRef xp, LLVMValueRef op, int64_t 
 static void emit_column_sums(Cg *cg, const Node *n, const Node *x, bool mean) {
     int64_t F = last_dim(x), R = nex(cg, x) * (elems(x) / F);
     int64_t full = F / SUM_COLS, tail = F % SUM_COLS, blocks = full + (tail > 0);
-    /* A part is worth it from some 256K elements (a millisecond's tenth). */
-    int64_t max_parts = R * F >> 18;
-    if (max_parts > blocks) max_parts = blocks;
+    int64_t max_parts = cg_max_parts(cg, (double)R * (double)F, CG_PART_ELEMS, blocks);
     CgPar par;
     size_t len;
     char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &len));
@@ -656,44 +690,65 @@ static int64_t loss_width(Cg *cg, const Node *n, OpKind loss, const Node *p, con
     return C;
 }
 
-/* p [...], y -> f32 []: Keras' loss, the mean over batch and positions */
+/* A row of classes of SCE or CCE: the row's loss term; its log-sum-exp
+ * (from logits) or sum of probabilities (CCE) in *lse. */
+static LLVMValueRef class_loss(Cg *cg, OpKind loss, bool logits, const Node *p, const Node *y, LLVMValueRef pp,
+                               LLVMValueRef yp, LLVMValueRef li, int64_t C, LLVMValueRef *lse) {
+    LLVMValueRef row = cg_mul(cg, li, C);
+    if (loss == OP_SCE) {
+        LLVMValueRef k = checked_id(cg, y, yp, li, C);
+        *lse = logsumexp(cg, p, pp, row, C, logits);
+        return fadd(cg, LLVMBuildFNeg(cg->b, class_score(cg, p, pp, cg_add(cg, row, k), logits), ""), *lse);
+    }
+    LLVMValueRef l = cg_local(cg, cg->t_f64, cg_f64(cg, 0));
+    *lse = logits ? logsumexp(cg, p, pp, row, C, true) : row_sum(cg, p, pp, row, C);
+    CgLoop lc = cg_loop_begin(cg, C);
+    LLVMValueRef i = cg_add(cg, row, lc.i), pc = cg_loadd(cg, p, pp, i), yc = cg_loadd(cg, y, yp, i);
+    LLVMValueRef term = logits ? fsub(cg, pc, *lse) : cg_call1(cg, cg->log, clip_probability(cg, fdiv(cg, pc, *lse)));
+    cg_set(cg, l, fsub(cg, cg_get(cg, cg->t_f64, l), fmul(cg, yc, term)));
+    cg_loop_end(cg, &lc);
+    return cg_get(cg, cg->t_f64, l);
+}
+
+/* p [...], y -> f32 []: Keras' loss, the mean over batch and positions. A
+ * loss over rows of classes computes its rows on threads, each row's term
+ * and log-sum-exp into the node's working storage, then sums the terms in
+ * row order. */
 static void emit_loss(Cg *cg, const Node *n) {
     const Node *p = n->in[0], *y = n->in[1];
     OpKind loss = n->op;
     bool logits = n->loss.from_logits;
-    int64_t C = loss_width(cg, n, loss, p, y), P = elems(p) / C, ystride = loss == OP_SCE ? 1 : C;
+    int64_t C = loss_width(cg, n, loss, p, y), P = elems(p) / C, R = nex(cg, p) * P;
     if (cg->error) return;
     LLVMValueRef sum = cg_local(cg, cg->t_f64, cg_f64(cg, 0));
-    CgLoop lb = cg_loop_begin(cg, nex(cg, p));
-    LLVMValueRef pp = cg_ex(cg, p, lb.i), yp = cg_ex(cg, y, lb.i);
-    CgLoop li = cg_loop_begin(cg, P);
-    LLVMValueRef v;
-    if (loss == OP_BCE) {
-        v = bce(cg, cg_loadd(cg, p, pp, li.i), cg_loadd(cg, y, yp, li.i), logits);
-    } else if (loss == OP_MSE) {
-        LLVMValueRef d = fsub(cg, cg_loadd(cg, p, pp, li.i), cg_loadd(cg, y, yp, li.i));
-        v = fmul(cg, d, d);
-    } else if (loss == OP_SCE) {
-        LLVMValueRef row = cg_mul(cg, li.i, C);
-        LLVMValueRef k = checked_id(cg, y, yp, cg_mul(cg, li.i, ystride), C);
-        LLVMValueRef lse = logsumexp(cg, p, pp, row, C, logits);
-        v = fadd(cg, LLVMBuildFNeg(cg->b, class_score(cg, p, pp, cg_add(cg, row, k), logits), ""), lse);
+    if (loss == OP_SCE || loss == OP_CCE) {
+        RowPar rp;
+        rows_begin(cg, &rp, R, C);
+        LLVMValueRef li, pp = row_example(cg, p, rp.row, P, &li), yp = row_example(cg, y, rp.row, P, &li), lse;
+        LLVMValueRef v = class_loss(cg, loss, logits, p, y, pp, yp, li, C, &lse), rows = cg_extra(cg, n);
+        cg_store(cg, cg->t_f64, rows, rp.row, v);
+        cg_store(cg, cg->t_f64, rows, cg_add(cg, rp.row, cg_i64(cg, R)), lse);
+        rows_end(cg, &rp);
+        LLVMValueRef work = cg_extra(cg, n);
+        CgLoop lr = cg_loop_begin(cg, R);
+        accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, work, lr.i));
+        cg_loop_end(cg, &lr);
     } else {
-        LLVMValueRef row = cg_mul(cg, li.i, C);
-        LLVMValueRef l = cg_local(cg, cg->t_f64, cg_f64(cg, 0));
-        LLVMValueRef lse = logits ? logsumexp(cg, p, pp, row, C, true) : row_sum(cg, p, pp, row, C);
-        CgLoop lc = cg_loop_begin(cg, C);
-        LLVMValueRef i = cg_add(cg, row, lc.i), pc = cg_loadd(cg, p, pp, i), yc = cg_loadd(cg, y, yp, i);
-        LLVMValueRef term = logits ? fsub(cg, pc, lse) : cg_call1(cg, cg->log, clip_probability(cg, fdiv(cg, pc, lse)));
-        cg_set(cg, l, fsub(cg, cg_get(cg, cg->t_f64, l), fmul(cg, yc, term)));
-        cg_loop_end(cg, &lc);
-        v = cg_get(cg, cg->t_f64, l);
+        CgLoop lb = cg_loop_begin(cg, nex(cg, p));
+        LLVMValueRef pp = cg_ex(cg, p, lb.i), yp = cg_ex(cg, y, lb.i);
+        CgLoop li = cg_loop_begin(cg, P);
+        LLVMValueRef v;
+        if (loss == OP_BCE) {
+            v = bce(cg, cg_loadd(cg, p, pp, li.i), cg_loadd(cg, y, yp, li.i), logits);
+        } else {
+            LLVMValueRef d = fsub(cg, cg_loadd(cg, p, pp, li.i), cg_loadd(cg, y, yp, li.i));
+            v = fmul(cg, d, d);
+        }
+        accumulate(cg, cg->t_f64, sum, v);
+        cg_loop_end(cg, &li);
+        cg_loop_end(cg, &lb);
     }
-    accumulate(cg, cg->t_f64, sum, v);
-    cg_loop_end(cg, &li);
-    cg_loop_end(cg, &lb);
-    cg_stored_as_f32(cg, cg_base(cg, n), cg_i64(cg, 0),
-                     fdiv(cg, cg_get(cg, cg->t_f64, sum), cg_f64(cg, (double)(nex(cg, p) * P))));
+    cg_stored_as_f32(cg, cg_base(cg, n), cg_i64(cg, 0), fdiv(cg, cg_get(cg, cg->t_f64, sum), cg_f64(cg, (double)R)));
 }
 
 /* The first index of the largest value in the row [row, row + C). */
@@ -1093,6 +1148,68 @@ static void emit_pool_time_grad(Cg *cg, const Node *n) {
     cg_loop_end(cg, &lb);
 }
 
+/* The loss of n's kind on n's prediction and target, earlier in n's graph
+ * (so it ran in the same call, and its working storage holds each row's
+ * log-sum-exp), or NULL. */
+static const Node *forward_loss(const Node *n) {
+    const Graph *g = n->graph;
+    for (int k = 0; k < g->nodes.len; k++) {
+        const Node *x = g->nodes.items[k];
+        if (x == n) break;
+        if (x->op == n->loss.loss && x->in[0] == n->in[0] && x->in[1] == n->in[1] &&
+            x->loss.from_logits == n->loss.from_logits && x->type.rank == 0)
+            return x;
+    }
+    return NULL;
+}
+
+/* The gradient of SCE (from logits or not) and of CCE from logits, on
+ * threads by rows: exp(score - lse) less the target, the log-sum-exp the
+ * loss computed (forward_loss) or computed again. */
+static void emit_class_loss_grad(Cg *cg, const Node *n, LLVMValueRef scale) {
+    const Node *p = n->in[0], *y = n->in[1], *fwd = forward_loss(n);
+    OpKind loss = n->loss.loss;
+    bool logits = n->loss.from_logits;
+    int64_t C = last_dim(p), P = elems(p) / C, R = nex(cg, p) * P;
+    /* The scale is the caller's value: it crosses into the part function as a
+     * double in a stack slot. */
+    LLVMValueRef slot = cg_local(cg, cg->t_f64, scale);
+    LLVMValueRef vals[2] = {cg->slab, slot};
+    RowPar rp;
+    rp.max_parts = cg_max_parts(cg, (double)R * (double)C, CG_PART_ELEMS, R);
+    char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &(size_t){0}));
+    cg_par_begin(cg, &rp.par, name, vals, 2);
+    free(name);
+    cg->slab = rp.par.vals[0];
+    scale = cg_load(cg, cg->t_f64, rp.par.vals[1], cg_i64(cg, 0));
+    LLVMValueRef from = cg_part_start(cg, &rp.par, R);
+    rp.loop = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &rp.par, R), from, ""));
+    rp.row = cg_add(cg, from, rp.loop.i);
+    LLVMValueRef li, pp = row_example(cg, p, rp.row, P, &li), yp = row_example(cg, y, rp.row, P, &li);
+    LLVMValueRef op = row_example(cg, n, rp.row, P, &li), row = cg_mul(cg, li, C);
+    LLVMValueRef lse = fwd ? cg_load(cg, cg->t_f64, cg_extra(cg, fwd), cg_add(cg, rp.row, cg_i64(cg, R)))
+                           : logsumexp(cg, p, pp, row, C, logits);
+    LLVMValueRef k = loss == OP_SCE ? checked_id(cg, y, yp, li, C) : NULL, ysum = NULL;
+    if (loss == OP_CCE) ysum = row_sum(cg, y, yp, row, C);
+    CgLoop lc = cg_loop_begin(cg, C);
+    LLVMValueRef i = cg_add(cg, row, lc.i), g;
+    if (loss == OP_SCE) {
+        LLVMValueRef hit = sel(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, lc.i, k, ""), cg_f64(cg, 1), cg_f64(cg, 0));
+        LLVMValueRef d = fsub(cg, cg_exp(cg, fsub(cg, class_score(cg, p, pp, i, logits), lse)), hit);
+        g = d;
+        if (!logits) {
+            LLVMValueRef pc = cg_loadd(cg, p, pp, i);
+            g = sel(cg, unclipped(cg, pc), fdiv(cg, d, pc), cg_f64(cg, 0));
+        }
+    } else {
+        LLVMValueRef e = cg_exp(cg, fsub(cg, cg_loadd(cg, p, pp, i), lse));
+        g = fsub(cg, fmul(cg, e, ysum), cg_loadd(cg, y, yp, i));
+    }
+    cg_stored_as_f32(cg, op, i, fmul(cg, g, scale));
+    cg_loop_end(cg, &lc);
+    rows_end(cg, &rp);
+}
+
 /* p, y, dl [] -> d(loss)/dp * dl, p's shape: the derivative of emit_loss */
 static void emit_loss_grad(Cg *cg, const Node *n) {
     const Node *p = n->in[0], *y = n->in[1], *dl = n->in[2];
@@ -1106,9 +1223,13 @@ static void emit_loss_grad(Cg *cg, const Node *n) {
         return;
     }
     bool logits = n->loss.from_logits;
-    int64_t C = loss_width(cg, n, loss, p, y), P = elems(p) / C, ystride = loss == OP_SCE ? 1 : C;
+    int64_t C = loss_width(cg, n, loss, p, y), P = elems(p) / C;
     if (cg->error) return;
     LLVMValueRef scale = fdiv(cg, cg_loadd(cg, dl, cg_base(cg, dl), cg_i64(cg, 0)), cg_f64(cg, (double)(nex(cg, p) * P)));
+    if (loss == OP_SCE || (loss == OP_CCE && logits)) {
+        emit_class_loss_grad(cg, n, scale);
+        return;
+    }
     CgLoop lb = cg_loop_begin(cg, nex(cg, p));
     LLVMValueRef pp = cg_ex(cg, p, lb.i), yp = cg_ex(cg, y, lb.i), op = cg_ex(cg, n, lb.i);
     CgLoop li = cg_loop_begin(cg, P);
@@ -1118,30 +1239,6 @@ static void emit_loss_grad(Cg *cg, const Node *n) {
     } else if (loss == OP_MSE) {
         LLVMValueRef d = fsub(cg, cg_loadd(cg, p, pp, li.i), cg_loadd(cg, y, yp, li.i));
         cg_stored_as_f32(cg, op, li.i, fmul(cg, fmul(cg, cg_f64(cg, 2), d), scale));
-    } else if (loss == OP_SCE) {
-        LLVMValueRef row = cg_mul(cg, li.i, C);
-        LLVMValueRef k = checked_id(cg, y, yp, cg_mul(cg, li.i, ystride), C);
-        LLVMValueRef lse = logsumexp(cg, p, pp, row, C, logits);
-        CgLoop lc = cg_loop_begin(cg, C);
-        LLVMValueRef i = cg_add(cg, row, lc.i);
-        LLVMValueRef hit = sel(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, lc.i, k, ""), cg_f64(cg, 1), cg_f64(cg, 0));
-        LLVMValueRef d = fsub(cg, cg_exp(cg, fsub(cg, class_score(cg, p, pp, i, logits), lse)), hit);
-        LLVMValueRef g = d;
-        if (!logits) {
-            LLVMValueRef pc = cg_loadd(cg, p, pp, i);
-            g = sel(cg, unclipped(cg, pc), fdiv(cg, d, pc), cg_f64(cg, 0));
-        }
-        cg_stored_as_f32(cg, op, i, fmul(cg, g, scale));
-        cg_loop_end(cg, &lc);
-    } else if (logits) {
-        LLVMValueRef row = cg_mul(cg, li.i, C);
-        LLVMValueRef lse = logsumexp(cg, p, pp, row, C, true), ysum = row_sum(cg, y, yp, row, C);
-        CgLoop lc = cg_loop_begin(cg, C);
-        LLVMValueRef i = cg_add(cg, row, lc.i);
-        LLVMValueRef e = cg_exp(cg, fsub(cg, cg_loadd(cg, p, pp, i), lse));
-        LLVMValueRef g = fsub(cg, fmul(cg, e, ysum), cg_loadd(cg, y, yp, i));
-        cg_stored_as_f32(cg, op, i, fmul(cg, g, scale));
-        cg_loop_end(cg, &lc);
     } else {
         /* r = p / sum(p), q_c = -y_c / r_c where r_c is unclipped: d l / d p_j = (q_j - sum_c q_c r_c) / sum(p) */
         LLVMValueRef row = cg_mul(cg, li.i, C);
