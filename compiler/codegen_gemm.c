@@ -54,9 +54,10 @@ static LLVMValueRef b_value(Cg *cg, const CgGemm *g, LLVMValueRef p, LLVMValueRe
  * split into blocks of p takes its terms in the same order, through an f32
  * that is stored and loaded unchanged. Only the first `cols` columns of C
  * are read and written (the last panel of a product whose width is not a
- * multiple of the panel's: B's panel is padded with zeros). Built into the
+ * multiple of the panel's: B's panel is padded with zeros; unpacked, B's
+ * columns past them are not read when mask_b). Built into the
  * function being built, whose arguments are a, b, c, kc and first. */
-static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, int cols, LLVMValueRef kc,
+static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, int cols, bool mask_b, LLVMValueRef kc,
                       LLVMValueRef first) {
     LLVMTypeRef at = cg_vec_type(cg->t_f32, lanes);
     LLVMValueRef acc[MR][NV_ROW], is[MR], js[NV_ROW], cidx[MR][NV_ROW];
@@ -76,7 +77,9 @@ static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, int co
         }
     CgLoop lp = cg_loop_begin_n(cg, kc);
     LLVMValueRef bv[NV_ROW];
-    for (int v = 0; v < nv; v++) bv[v] = b_value(cg, g, lp.i, js[v], lanes);
+    for (int v = 0; v < nv; v++)
+        bv[v] = mask_b && valid[v] < lanes ? cg_load_vec_masked(cg, g->b, cg_mad(cg, lp.i, g->b_sp, js[v]), lanes, valid[v])
+                                           : b_value(cg, g, lp.i, js[v], lanes);
     for (int r = 0; r < mr; r++) {
         LLVMValueRef a = a_value(cg, g, is[r], lp.i, lanes);
         for (int v = 0; v < nv; v++) cg_set(cg, acc[r][v], cg_fma(cg, a, bv[v], cg_get(cg, at, acc[r][v])));
@@ -95,10 +98,11 @@ static void tile_body(Cg *cg, const CgGemm *g, int mr, int nv, int lanes, int co
  * call site of a product, and every product with the same strides, shares
  * it, so O3 and the back end see the tile's code once. */
 static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, int lanes, int cols,
-                 LLVMValueRef kc, LLVMValueRef first) {
+                 bool mask_b, LLVMValueRef kc, LLVMValueRef first) {
     char name[160];
-    snprintf(name, sizeof name, "gemm.tile.%dx%dx%d.%lld.%lld.%lld%s.%lld.%d", mr, nv, lanes, (long long)g->a_si,
-             (long long)g->a_sp, (long long)g->b_sp, g->b_trans ? "t" : "", (long long)g->c_si, cols);
+    snprintf(name, sizeof name, "gemm.tile.%dx%dx%d.%lld.%lld.%lld%s.%lld.%d%s", mr, nv, lanes, (long long)g->a_si,
+             (long long)g->a_sp, (long long)g->b_sp, g->b_trans ? "t" : "", (long long)g->c_si, cols,
+             mask_b ? "m" : "");
     LLVMTypeRef params[5] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i1};
     LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 5, false);
     CgSaved saved;
@@ -109,7 +113,7 @@ static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int 
         inner.a = LLVMGetParam(fn, 0);
         inner.b = LLVMGetParam(fn, 1);
         inner.c = LLVMGetParam(fn, 2);
-        tile_body(cg, &inner, mr, nv, lanes, cols, LLVMGetParam(fn, 3), LLVMGetParam(fn, 4));
+        tile_body(cg, &inner, mr, nv, lanes, cols, mask_b, LLVMGetParam(fn, 3), LLVMGetParam(fn, 4));
         cg_helper_end(cg, &saved);
     }
     /* Row i0 of A: of a packed block, sliver i0 / MR, row i0 % MR in it. */
@@ -127,14 +131,14 @@ static void tile(Cg *cg, const CgGemm *g, LLVMValueRef i0, LLVMValueRef j0, int 
  * nv * lanes (single columns when lanes is 1): MR-row tiles, then the rows
  * left over one at a time. */
 static void column_block(Cg *cg, const CgGemm *g, LLVMValueRef r0, LLVMValueRef rows, LLVMValueRef j0, int nv, int lanes,
-                         int cols, LLVMValueRef kc, LLVMValueRef first) {
+                         int cols, bool mask_b, LLVMValueRef kc, LLVMValueRef first) {
     LLVMValueRef blocks = LLVMBuildUDiv(cg->b, rows, cg_i64(cg, MR), "");
     CgLoop li = cg_loop_begin_n(cg, blocks);
-    tile(cg, g, cg_mad(cg, li.i, MR, r0), j0, MR, nv, lanes, cols, kc, first);
+    tile(cg, g, cg_mad(cg, li.i, MR, r0), j0, MR, nv, lanes, cols, mask_b, kc, first);
     cg_loop_end(cg, &li);
     LLVMValueRef done = cg_add(cg, r0, cg_mul(cg, blocks, MR));
     CgLoop lr = cg_loop_begin_n(cg, LLVMBuildURem(cg->b, rows, cg_i64(cg, MR), ""));
-    tile(cg, g, cg_add(cg, done, lr.i), j0, 1, nv, lanes, cols, kc, first);
+    tile(cg, g, cg_add(cg, done, lr.i), j0, 1, nv, lanes, cols, mask_b, kc, first);
     cg_loop_end(cg, &lr);
 }
 
@@ -270,23 +274,32 @@ typedef struct Share {
 static void row_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef i0,
                       LLVMValueRef mc, LLVMValueRef p0, int64_t kc) {
     int64_t full = g->N / WIDE, tail = g->N % WIDE;
-    pack_a(cg, g, ap, i0, mc, p0, kc);
     LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, p0, cg_i64(cg, 0), "");
     CgGemm view = {.M = MC, .N = WIDE, .P = kc, .a = ap, .a_si = 1, .a_sp = MR, .a_ss = kc * MR, .b_sp = WIDE,
                    .c_si = g->c_si};
+    if (full + (tail > 0) > 2) {
+        pack_a(cg, g, ap, i0, mc, p0, kc);
+    } else {
+        /* One or two panels read each row of A once or twice: packing it
+         * would cost more than it saves. */
+        view.a = cg_gep(cg, cg->t_f32, g->a, cg_add(cg, cg_mul(cg, i0, g->a_si), cg_mul(cg, p0, g->a_sp)));
+        view.a_si = g->a_si;
+        view.a_sp = g->a_sp;
+        view.a_ss = 0;
+    }
     LLVMValueRef end = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, s->q1, cg_i64(cg, full), ""), s->q1,
                                        cg_i64(cg, full), "");
     CgLoop lq = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, end, s->q0, ""));
     view.b = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, lq.i, kc * WIDE));
     view.c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), cg_mul(cg, cg_add(cg, s->q0, lq.i), WIDE)));
-    column_block(cg, &view, cg_i64(cg, 0), mc, cg_i64(cg, 0), NV, LANES, WIDE, cg_i64(cg, kc), first);
+    column_block(cg, &view, cg_i64(cg, 0), mc, cg_i64(cg, 0), NV, LANES, WIDE, false, cg_i64(cg, kc), first);
     cg_loop_end(cg, &lq);
     if (!tail) return;
     CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSGT, s->q1, cg_i64(cg, full), ""));
     view.b = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, LLVMBuildSub(cg->b, cg_i64(cg, full), s->q0, ""), kc * WIDE));
     view.c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), cg_i64(cg, full * WIDE)));
     column_block(cg, &view, cg_i64(cg, 0), mc, cg_i64(cg, 0), (int)((tail + LANES - 1) / LANES), LANES, (int)tail,
-                 cg_i64(cg, kc), first);
+                 false, cg_i64(cg, kc), first);
     cg_endif(cg, &f);
 }
 
@@ -306,14 +319,16 @@ static void k_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LL
 }
 
 /* The columns right of the column blocks of a few-rows product, from
- * column j, with the whole sum at once. */
+ * column j, with the whole sum at once: vectors, the last one masked. */
 static void right_columns(Cg *cg, const CgGemm *g, int64_t j, LLVMValueRef rows) {
     LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false), kc = cg_i64(cg, g->P), zero = cg_i64(cg, 0);
-    for (; j + LANES <= g->N; j += LANES) column_block(cg, g, zero, rows, cg_i64(cg, j), 1, LANES, LANES, kc, yes);
-    if (j < g->N) {
-        CgLoop lj = cg_loop_begin(cg, g->N - j);
-        column_block(cg, g, zero, rows, cg_add(cg, lj.i, cg_i64(cg, j)), 1, 1, 1, kc, yes);
-        cg_loop_end(cg, &lj);
+    int64_t left = g->N - j;
+    if (left <= 0) return;
+    while (left > 0) {
+        int64_t cols = left < (int64_t)NV_ROW * LANES ? left : (int64_t)NV_ROW * LANES;
+        column_block(cg, g, zero, rows, cg_i64(cg, j), (int)((cols + LANES - 1) / LANES), LANES, (int)cols, true, kc, yes);
+        j += cols;
+        left -= cols;
     }
 }
 
@@ -382,7 +397,8 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
             LLVMValueRef yes = LLVMConstInt(cg->t_i1, 1, false), zero = cg_i64(cg, 0), rows = cg_i64(cg, g->M);
             int64_t wide = (int64_t)NV_ROW * LANES, n = g->N / wide;
             CgLoop lj = cg_loop_begin(cg, n);
-            column_block(cg, &inner, zero, rows, cg_mul(cg, lj.i, wide), NV_ROW, LANES, (int)wide, cg_i64(cg, g->P), yes);
+            column_block(cg, &inner, zero, rows, cg_mul(cg, lj.i, wide), NV_ROW, LANES, (int)wide, false, cg_i64(cg, g->P),
+                         yes);
             cg_loop_end(cg, &lj);
             right_columns(cg, &inner, n * wide, rows);
         } else {
