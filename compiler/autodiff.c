@@ -203,6 +203,9 @@ static void rule(AD *a, Node *n, Node *dy) {
     case OP_RESHAPE:
         accum(a, in[0], emit(declared(a, OP_RESHAPE, 1, &dy, &in[0]->type)));
         return;
+    case OP_TRANSPOSE:
+        accum(a, in[0], op1(a, OP_TRANSPOSE, dy));
+        return;
     case OP_MAX_TIME:
     case OP_MEAN_TIME: {
         Node *args[3] = {in[0], dy, n->nin > 1 ? in[1] : NULL};

@@ -144,6 +144,10 @@ static bool find_group(const Graph *g, int i, const bool *taken, CgEpilogue *G) 
     if (G->wide.dims[G->wide.rank - 1] != G->N || type_elements(&x->type) / G->K != type_elements(&mm->type) / G->N)
         return false;
     G->rows = type_elements(&mm->type) / G->N;
+    /* The kernel keeps a block of B's columns of the whole inner dimension
+     * in a panel: with a longer one, the blocked product and a chain after
+     * it are faster (a backward step's dh = dz U^T, K = 4 units). */
+    if (G->K * MAX_VECS * LANES * 4 > MAX_PANEL_BYTES) return false;
     int cap = g->nodes.len - i;
     G->node = malloc(sizeof *G->node * (size_t)cap);
     G->kind = malloc(sizeof *G->kind * (size_t)cap);

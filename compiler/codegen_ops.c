@@ -355,6 +355,29 @@ static void emit_concat(Cg *cg, const Node *n) {
     if (off != C) cg_fail(cg, n, "the inputs add up to %lld entries, not %lld", (long long)off, (long long)C);
 }
 
+/* w [K, N] -> [N, K], in blocks of 16 x 16 so that both sides are read and
+ * written a cache line at a time. */
+static void emit_transpose(Cg *cg, const Node *n) {
+    const Node *w = n->in[0];
+    int64_t K = w->type.dims[0], N = w->type.dims[1], B = 16;
+    LLVMValueRef wp = cg_base(cg, w), op = cg_base(cg, n);
+    CgLoop lk = cg_loop_begin(cg, (K + B - 1) / B);
+    CgLoop lj = cg_loop_begin(cg, (N + B - 1) / B);
+    CgLoop k = cg_loop_begin(cg, B);
+    LLVMValueRef kk = cg_mad(cg, lk.i, B, k.i);
+    CgIf in_k = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, kk, cg_i64(cg, K), ""));
+    CgLoop j = cg_loop_begin(cg, B);
+    LLVMValueRef jj = cg_mad(cg, lj.i, B, j.i);
+    CgIf in_j = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, jj, cg_i64(cg, N), ""));
+    cg_store(cg, cg->t_f32, op, cg_mad(cg, jj, K, kk), cg_load(cg, cg->t_f32, wp, cg_mad(cg, kk, N, jj)));
+    cg_endif(cg, &in_j);
+    cg_loop_end(cg, &j);
+    cg_endif(cg, &in_k);
+    cg_loop_end(cg, &k);
+    cg_loop_end(cg, &lj);
+    cg_loop_end(cg, &lk);
+}
+
 /* x [T, ...] -> [T, ...]: step t of the result is step T - 1 - t of x */
 static void emit_reverse(Cg *cg, const Node *n) {
     const Node *x = n->in[0];
@@ -1454,6 +1477,7 @@ void cg_emit_op(Cg *cg, const Node *n) {
         if (elems(n->in[0]) != elems(n)) cg_fail(cg, n, "reshape changes the element count");
         else emit_copy_from(cg, n, 0);
         return;
+    case OP_TRANSPOSE: emit_transpose(cg, n); return;
     case OP_MAX_TIME: case OP_MEAN_TIME: emit_pool_time(cg, n); return;
     case OP_BATCHNORM: emit_batchnorm(cg, n); return;
     case OP_MEAN_LEAD: case OP_SUM_LEAD: emit_lead(cg, n); return;

@@ -64,14 +64,14 @@ static LLVMValueRef norm_factor(Cg *cg, LLVMValueRef sum, double limit) {
                            cg_f64(cg, 1), "");
 }
 
-/* One param: w [n] f32, its gradient [n] f32, slots s0, s1 [n] f32 (NULL
- * when unused). lr_t: Adam's bias-corrected rate, a double. */
-static void update_param(Cg *cg, const Optimizer *o, int64_t n, LLVMValueRef w, LLVMValueRef grad, LLVMValueRef s0,
-                         LLVMValueRef s1, LLVMValueRef by_norm, LLVMValueRef by_global, LLVMValueRef lr,
-                         LLVMValueRef lr_t) {
+/* Elements [from, from + n) of one param: w f32, its gradient f32, slots s0,
+ * s1 f32 (NULL when unused). lr_t: Adam's bias-corrected rate, a double. */
+static void update_elements(Cg *cg, const Optimizer *o, LLVMValueRef from, LLVMValueRef n, LLVMValueRef w,
+                            LLVMValueRef grad, LLVMValueRef s0, LLVMValueRef s1, LLVMValueRef by_norm,
+                            LLVMValueRef by_global, LLVMValueRef lr, LLVMValueRef lr_t) {
     LLVMTypeRef f32 = cg->t_f32, f64 = cg->t_f64;
-    CgLoop l = cg_loop_begin(cg, n);
-    LLVMValueRef k = l.i;
+    CgLoop l = cg_loop_begin_n(cg, n);
+    LLVMValueRef k = cg_add(cg, from, l.i);
     LLVMValueRef g = clipped(cg, o, grad, k, by_norm, by_global);
     LLVMValueRef wk = LLVMBuildFPExt(cg->b, cg_load(cg, f32, w, k), f64, "");
 #define LOADD(p) LLVMBuildFPExt(cg->b, cg_load(cg, f32, (p), k), f64, "")
@@ -115,6 +115,37 @@ static void update_param(Cg *cg, const Optimizer *o, int64_t n, LLVMValueRef w, 
 #undef LOADD
     cg_stored_as_f32(cg, w, k, wk);
     cg_loop_end(cg, &l);
+}
+
+/* Elements a part is worth a thread's wake-up from (some 15 us of Adam). */
+#define UPDATE_PART 16384
+#define UPDATE_BLOCK 1024
+
+/* One param of n elements at these slab offsets (slots: -1 when unused),
+ * split over threads by blocks of elements: each element's rule is its
+ * own, so the split changes no bit. */
+static void update_param(Cg *cg, const Optimizer *o, int64_t n, int64_t w, int64_t grad, int64_t s0, int64_t s1,
+                         LLVMValueRef by_norm, LLVMValueRef by_global, LLVMValueRef lr, LLVMValueRef lr_t) {
+    int64_t blocks = (n + UPDATE_BLOCK - 1) / UPDATE_BLOCK;
+    int64_t parts = cg_max_parts(cg, (double)n, UPDATE_PART, blocks);
+    /* The caller's doubles cross into the part function through its frame. */
+    LLVMValueRef d[4] = {lr, lr_t, by_norm, by_global}, args = cg_stack_array(cg, cg->t_f64, 4);
+    for (int k = 0; k < 4; k++)
+        if (d[k]) cg_store(cg, cg->t_f64, args, cg_i64(cg, k), d[k]);
+    LLVMValueRef vals[2] = {cg->slab, args};
+    CgPar par;
+    char *name = cg_format("%s.p%lld", LLVMGetValueName2(cg->fn, &(size_t){0}), (long long)w);
+    cg_par_begin(cg, &par, name, vals, 2);
+    free(name);
+    cg->slab = par.vals[0];
+    for (int k = 0; k < 4; k++)
+        if (d[k]) d[k] = cg_load(cg, cg->t_f64, par.vals[1], cg_i64(cg, k));
+    LLVMValueRef b0 = cg_part_start(cg, &par, blocks), b1 = cg_part_end(cg, &par, blocks);
+    LLVMValueRef from = cg_mul(cg, b0, UPDATE_BLOCK), to = cg_mul(cg, b1, UPDATE_BLOCK);
+    to = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, to, cg_i64(cg, n), ""), to, cg_i64(cg, n), "");
+    update_elements(cg, o, from, LLVMBuildSub(cg->b, to, from, ""), slot_base(cg, w), slot_base(cg, grad),
+                    s0 >= 0 ? slot_base(cg, s0) : NULL, s1 >= 0 ? slot_base(cg, s1) : NULL, d[2], d[3], d[0], d[1]);
+    cg_par_end(cg, &par, parts, 0);
 }
 
 void cg_emit_update(Cg *cg, const Graph *g, const Optimizer *o, int64_t *const slot[CG_OPT_SLOTS], LLVMValueRef step,
@@ -166,16 +197,16 @@ void cg_emit_update(Cg *cg, const Graph *g, const Optimizer *o, int64_t *const s
     for (int i = 0; i < np; i++) {
         const Node *p = g->params.items[i], *dp = updated_grad(g, i);
         if (!dp) continue;
-        LLVMValueRef s[CG_OPT_SLOTS];
-        for (int w = 0; w < CG_OPT_SLOTS; w++) s[w] = slot[w] && slot[w][i] >= 0 ? slot_base(cg, slot[w][i]) : NULL;
+        int64_t s[CG_OPT_SLOTS];
+        for (int w = 0; w < CG_OPT_SLOTS; w++) s[w] = slot[w] && slot[w][i] >= 0 ? slot[w][i] : -1;
         bool need0 = o->kind == OPT_ADAM || o->momentum != 0, need1 = o->kind != OPT_SGD;
         if (o->kind == OPT_RMSPROP) need0 = o->momentum > 0;
-        if ((need0 && !s[0]) || (need1 && !s[1])) {
+        if ((need0 && s[0] < 0) || (need1 && s[1] < 0)) {
             cg_fail(cg, p, "the memory plan has no optimizer state for it");
             break;
         }
-        update_param(cg, o, type_elements(&p->type), cg_base(cg, p), cg_base(cg, dp), s[0], s[1], by_norm[i],
-                     by_global, lr, lr_t);
+        update_param(cg, o, type_elements(&p->type), cg_plan_offset(cg->plan, p), cg_plan_offset(cg->plan, dp), s[0],
+                     s[1], by_norm[i], by_global, lr, lr_t);
     }
 done:
     free(by_norm);

@@ -624,6 +624,48 @@ static void sweep(Fuse *f, Graph *b) {
     for (int i = 0; i < len; i++) ((Node *)b->nodes.items[i])->id = i;
 }
 
+/* ---- transposed captures ------------------------------------------------------------ */
+
+/* A product that stays in the loop and reads a captured matrix transposed
+ * (matmul_t, dy @ W^T: the backward step's gradient of its state) would
+ * repack W column by column at every step. The loop gets W^T as a capture
+ * of its own instead, transposed once before it, and the product becomes a
+ * plain matmul: the same terms in the same order. Returns whether it
+ * changed the body (whose analysis is then stale). */
+static bool transpose_captures(Body *B) {
+    enum { MAX = 16 };
+    Node *from[MAX], *to[MAX];
+    int made = 0;
+    Graph *b = B->b;
+    for (int i = 0; i < B->n && !B->f->error; i++) {
+        Node *x = b->nodes.items[i], *w = x->in[x->nin > 1 ? 1 : 0];
+        if (x->op != OP_MATMUL_T || B->kind[i] != K_STATE || w->op != OP_CAPTURE || B->kind[w->id] != K_INVARIANT)
+            continue;
+        int k = 0;
+        while (k < made && from[k] != w) k++;
+        if (k == made) {
+            if (made == MAX) continue;
+            Node *src = capture_input(B, w->index);
+            Node *t = infer(B->f, outside(B->f, OP_TRANSPOSE, x->span, 1, &src, B->scan, false));
+            insert_input(B, B->scan->nin, t);
+            Node *c = graph_add(b, OP_CAPTURE, x->span, 0, NULL);
+            c->index = B->scan->scan.ncapture++;
+            c->type = t->type;
+            /* Captures read nothing: the new one goes first. */
+            memmove(&b->nodes.items[1], &b->nodes.items[0], sizeof(void *) * (size_t)(b->nodes.len - 1));
+            b->nodes.items[0] = c;
+            from[made] = w;
+            to[made++] = c;
+        }
+        x->op = OP_MATMUL;
+        x->in[1] = to[k];
+        B->f->stats.transposed++;
+    }
+    if (!made) return false;
+    for (int i = 0; i < b->nodes.len; i++) ((Node *)b->nodes.items[i])->id = i;
+    return true;
+}
+
 /* ---- gradients of slices ------------------------------------------------------------- */
 
 /* Collects the slice_grads under an add tree rooted at n into leaf[], each
@@ -697,6 +739,10 @@ static void fuse_scan(Fuse *f, Node *s, const FuseOptions *o) {
     if (!o->no_hoist) hoist(&B);
     if (f->error) return;
     sweep(f, s->scan.body);
+    /* After hoisting: a matrix computed from params (a scaled kernel) is a
+     * capture now. */
+    if (!o->no_transpose && body_init(&B, f, s)) transpose_captures(&B);
+    if (f->error) return;
     if (!o->no_concat) {
         concat_slice_grads(f, s->scan.body);
         sweep(f, s->scan.body);
@@ -719,6 +765,7 @@ static void add_stats(FuseStats *to, const FuseStats *s) {
     to->dropped_states += s->dropped_states;
     to->softmax_ce += s->softmax_ce;
     to->concats += s->concats;
+    to->transposed += s->transposed;
 }
 
 bool fuse_graph(Graph *g, const FuseOptions *o, char **error) {

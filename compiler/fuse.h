@@ -30,6 +30,9 @@
  *    matmul_w (sum_to) over all steps after the loop, added to the state's
  *    initial value; the scan emits the b_t (and the a_t not already available
  *    outside) as per-step outputs; a state left with no term inside is dropped;
+ *  - transposed captures: a product in the loop that reads a captured
+ *    matrix transposed (matmul_t, dy @ W^T) reads W^T, transposed once
+ *    before the loop, as a plain matmul (the same terms in the same order);
  *  - concatenation: a sum of slice_grads of a value's parts that cover its
  *    last axis once (the gradient of sliced gates) becomes a concat of the
  *    parts' gradients (equal but for the sign of a zero);
@@ -53,12 +56,14 @@ typedef struct FuseStats {
     int dropped_states;     /* running sums left with nothing inside */
     int softmax_ce;         /* losses fused with their softmax */
     int concats;            /* sums of slice gradients made concatenations */
+    int transposed;         /* products in a loop that read a transposed capture, made plain */
 } FuseStats;
 
 typedef struct FuseOptions {
     bool no_hoist;          /* leave time-invariant work inside the scans */
     bool no_sums;           /* leave running sums inside the backward scans */
     bool no_concat;         /* leave sums of slice gradients as they are */
+    bool no_transpose;      /* leave products with transposed captures in the loops */
     /* Move sum_to terms (bias gradients) too. Off by default: their running
      * sum is a vector, cheap to carry, while the code generator's sum_to over
      * a whole [B, T, N] sequence reads it with a stride of N and was measured

@@ -438,6 +438,14 @@ static void ev_reverse(Interp *it, Store *s, const Node *n) {
             for (int64_t i = 0; i < step; i++) ex(s, n, b)[t * step + i] = ex(s, x, b)[(T - 1 - t) * step + i];
 }
 
+/* w [K, N] -> [N, K] */
+static void ev_transpose(Store *s, const Node *n) {
+    const Node *w = n->in[0];
+    int64_t K = w->type.dims[0], N = w->type.dims[1];
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t j = 0; j < N; j++) val(s, n)[j * K + k] = val(s, w)[k * N + j];
+}
+
 /* x [T, ...] -> [...]: step T - 1 */
 static void ev_last(Interp *it, Store *s, const Node *n) {
     const Node *x = n->in[0];
@@ -1070,6 +1078,7 @@ static void eval_node(Interp *it, Store *s, const Node *n) {
     case OP_SLICE: ev_slice(it, s, n); break;
     case OP_CONCAT: ev_concat(it, s, n); break;
     case OP_REVERSE: ev_reverse(it, s, n); break;
+    case OP_TRANSPOSE: ev_transpose(s, n); break;
     case OP_LAST: ev_last(it, s, n); break;
     case OP_RESHAPE: ev_reshape(it, s, n); break;
     case OP_MAX_TIME:

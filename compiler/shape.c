@@ -177,6 +177,13 @@ bool shape_infer(Node *n, const char **why) {
         n->type = t;
         return true;
     }
+    case OP_TRANSPOSE:
+        t = in[0]->type;
+        if (t.batched || t.rank != 2) FAIL("transpose takes an unbatched matrix, not %s", TS(&t));
+        t.dims[0] = in[0]->type.dims[1];
+        t.dims[1] = in[0]->type.dims[0];
+        n->type = t;
+        return true;
     case OP_REVERSE:
         if (!need_seq(a, n, in[0], why)) return false;
         n->type = in[0]->type;

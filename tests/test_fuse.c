@@ -411,6 +411,10 @@ START_TEST(structure) {
         ck_assert_int_gt(body_ops(ga, OP_SLICE_GRAD, true), 0);
         ck_assert_int_eq(body_ops(gb, OP_SLICE_GRAD, true), 0);
         ck_assert_int_gt(b.stats.concats, 0);
+        /* The state's gradient reads the recurrent matrix transposed once, before the loop. */
+        ck_assert_int_gt(body_ops(ga, OP_MATMUL_T, true), 0);
+        ck_assert_int_eq(body_ops(gb, OP_MATMUL_T, true), 0);
+        ck_assert_int_gt(b.stats.transposed, 0);
         unload(&b);
         /* Bias sums too, on request: nothing but the carried state's products stays. */
         Passes biases = all_passes;
