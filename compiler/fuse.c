@@ -154,7 +154,8 @@ static void renumber(Fuse *f) {
             if (pass == 1 && !is_dead(f, old[i])) order[len++] = old[i];
             for (int k = 0; k < nnew; k++) {
                 Place *p = f->places.items[k];
-                if (p->anchor == old[i] && p->after == (pass == 1)) order[len++] = old[n0 + k];
+                if (p->anchor == old[i] && p->after == (pass == 1) && !is_dead(f, old[n0 + k]))
+                    order[len++] = old[n0 + k];
             }
         }
         if (i == g->nforward - 1) nforward = len;
@@ -624,6 +625,93 @@ static void sweep(Fuse *f, Graph *b) {
     for (int i = 0; i < len; i++) ((Node *)b->nodes.items[i])->id = i;
 }
 
+/* ---- products of the outputs ------------------------------------------------------ */
+
+/* The scan's readers of output j (SCAN_OUT #j; for j = 0 the scan itself)
+ * read `by` instead, and output j leaves the body; later outputs move down
+ * one. Output 0's place goes to output 1, which becomes the scan's value. */
+static void drop_output(Body *B, int j, Node *by) {
+    Fuse *f = B->f;
+    Node *s = B->scan;
+    Graph *g = f->g;
+    if (j == 0) {
+        /* The scan's other readers (its outputs and states) keep reading it. */
+        Node *keep[64];
+        int nkeep = 0;
+        for (int i = 0; i < g->nodes.len && nkeep < 64; i++) {
+            Node *n = g->nodes.items[i];
+            if ((n->op == OP_SCAN_OUT || n->op == OP_SCAN_STATE) && n->in[0] == s) keep[nkeep++] = n;
+        }
+        replace_uses(f, s, by, NULL);
+        for (int k = 0; k < nkeep; k++) keep[k]->in[0] = s;
+    }
+    for (int i = 0; i < g->nodes.len; i++) {
+        Node *n = g->nodes.items[i];
+        if (n->op != OP_SCAN_OUT || n->in[0] != s || is_dead(f, n)) continue;
+        if (n->index == j) {
+            replace_uses(f, n, by, NULL);
+            ptrvec_push(f->arena, &f->dead, n);
+        } else if (n->index == 1 && j == 0) {
+            replace_uses(f, n, s, NULL);
+            ptrvec_push(f->arena, &f->dead, n);
+        } else if (n->index > j) {
+            n->index--;
+        }
+    }
+    int at = s->scan.nstate + j;
+    PtrVec *outs = &B->b->outputs;
+    memmove(&outs->items[at], &outs->items[at + 1], sizeof(void *) * (size_t)(outs->len - at - 1));
+    outs->len--;
+    s->scan.nout--;
+    for (int i = 0; i < B->n; i++) B->emitted[i] = NULL; /* indices moved */
+    infer(f, s);
+}
+
+/* The scan's sequence of x when x is one of its outputs already (the scan
+ * itself for output 0, else a SCAN_OUT of it, made if none reads it yet),
+ * or NULL. */
+static Node *emitted_already(Body *B, Node *x) {
+    Node *s = B->scan;
+    for (int j = 0; j < s->scan.nout; j++) {
+        if (B->b->outputs.items[s->scan.nstate + j] != x) continue;
+        if (j == 0) return s;
+        for (int i = 0; i < B->f->g->nodes.len; i++) {
+            Node *n = B->f->g->nodes.items[i];
+            if (n->op == OP_SCAN_OUT && n->in[0] == s && n->index == j && !is_dead(B->f, n)) return n;
+        }
+        Node *r = outside(B->f, OP_SCAN_OUT, s->span, 1, &s, s, true);
+        r->index = j;
+        r->name = x->name;
+        return infer(B->f, r);
+    }
+    return NULL;
+}
+
+/* An output that is, at every step, a product of a value the loop can emit
+ * with a matrix it captures (a backward step's gradient of its input,
+ * dx_t = dz_t W^T) becomes one product over all steps after the loop: a
+ * large product instead of one of batch rows per step, and the same sums. */
+static void move_products(Body *B) {
+    Node *s = B->scan;
+    if (s->scan.keep_begin != 0 || s->scan.keep_end != B->steps) return; /* emitted outputs keep every step */
+    for (int j = 0; j < s->scan.nout && !B->f->error; j++) {
+        Node *x = B->b->outputs.items[s->scan.nstate + j];
+        if ((x->op != OP_MATMUL && x->op != OP_MATMUL_T) || x->id >= B->n || B->uses[x->id] != 1) continue;
+        Node *a = x->in[0], *c = x->in[1];
+        if (c->op != OP_CAPTURE || B->kind[c->id] != K_INVARIANT || !a->type.batched || !can_have_steps(B, a))
+            continue;
+        /* Output 0 is the scan's value: another must take its place. */
+        if (j == 0 && s->scan.nout < 2) continue;
+        Node *seq = emitted_already(B, a);
+        if (!seq) seq = steps_outside(B, a);
+        Node *r = infer(B->f, outside(B->f, x->op, x->span, 2, (Node *[]){seq, capture_input(B, c->index)}, s, true));
+        r->name = x->name;
+        drop_output(B, j, r);
+        B->f->stats.moved_products++;
+        j--;
+    }
+}
+
 /* ---- transposed captures ------------------------------------------------------------ */
 
 /* A product that stays in the loop and reads a captured matrix transposed
@@ -739,6 +827,11 @@ static void fuse_scan(Fuse *f, Node *s, const FuseOptions *o) {
     if (!o->no_hoist) hoist(&B);
     if (f->error) return;
     sweep(f, s->scan.body);
+    if (!o->no_products && body_init(&B, f, s)) {
+        move_products(&B);
+        if (f->error) return;
+        sweep(f, s->scan.body);
+    }
     /* After hoisting: a matrix computed from params (a scaled kernel) is a
      * capture now. */
     if (!o->no_transpose && body_init(&B, f, s)) transpose_captures(&B);
@@ -766,6 +859,7 @@ static void add_stats(FuseStats *to, const FuseStats *s) {
     to->softmax_ce += s->softmax_ce;
     to->concats += s->concats;
     to->transposed += s->transposed;
+    to->moved_products += s->moved_products;
 }
 
 bool fuse_graph(Graph *g, const FuseOptions *o, char **error) {

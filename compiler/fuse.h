@@ -30,6 +30,9 @@
  *    matmul_w (sum_to) over all steps after the loop, added to the state's
  *    initial value; the scan emits the b_t (and the a_t not already available
  *    outside) as per-step outputs; a state left with no term inside is dropped;
+ *  - products of outputs: a per-step output that is a product of a value
+ *    the loop can emit with a captured matrix (dx_t = dz_t W^T) is one
+ *    product over all steps after the loop;
  *  - transposed captures: a product in the loop that reads a captured
  *    matrix transposed (matmul_t, dy @ W^T) reads W^T, transposed once
  *    before the loop, as a plain matmul (the same terms in the same order);
@@ -57,6 +60,7 @@ typedef struct FuseStats {
     int softmax_ce;         /* losses fused with their softmax */
     int concats;            /* sums of slice gradients made concatenations */
     int transposed;         /* products in a loop that read a transposed capture, made plain */
+    int moved_products;     /* per-step outputs made one product after the loop */
 } FuseStats;
 
 typedef struct FuseOptions {
@@ -64,6 +68,7 @@ typedef struct FuseOptions {
     bool no_sums;           /* leave running sums inside the backward scans */
     bool no_concat;         /* leave sums of slice gradients as they are */
     bool no_transpose;      /* leave products with transposed captures in the loops */
+    bool no_products;       /* leave per-step products that are outputs in the loops */
     /* Move sum_to terms (bias gradients) too. Off by default: their running
      * sum is a vector, cheap to carry, while the code generator's sum_to over
      * a whole [B, T, N] sequence reads it with a stride of N and was measured
