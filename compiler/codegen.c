@@ -100,7 +100,17 @@ static int64_t extra_bytes(int64_t batch, const Node *n) {
     return 0;
 }
 
-static bool plan_graph(CgPlan *p, const Graph *g, int64_t *cursor) {
+/* A capture of a scan's body reads the value it captures where that value
+ * lives, when the two have one type: the scan copies nothing (a recurrent
+ * matrix, at every call of an inference step). Returns the offset, or -1. */
+static int64_t capture_alias(const CgPlan *p, const Node *scan, const Node *c) {
+    if (!scan || c->op != OP_CAPTURE || c->index < 0 || c->index >= scan->scan.ncapture) return -1;
+    const Node *from = scan->in[scan->scan.nseq + scan->scan.nstate + c->index];
+    if (!type_equal(&from->type, &c->type)) return -1;
+    return cg_plan_offset(p, from);
+}
+
+static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, int64_t *cursor) {
     CgGraphPlan *grown = realloc(p->graphs, sizeof *grown * (size_t)(p->ngraphs + 1));
     if (!grown) return false;
     p->graphs = grown;
@@ -116,15 +126,19 @@ static bool plan_graph(CgPlan *p, const Graph *g, int64_t *cursor) {
     if (!gp->offset || !gp->bytes || !gp->extra) return false;
     for (int i = 0; i < g->nodes.len; i++) {
         const Node *node = g->nodes.items[i];
-        int64_t bytes = 4 * cg_size(p->batch, node);
-        p->graphs[gi].offset[i] = *cursor;
+        int64_t bytes = 4 * cg_size(p->batch, node), alias = capture_alias(p, scan, node);
         p->graphs[gi].bytes[i] = bytes;
-        *cursor += align_up(bytes > 0 ? bytes : 1);
+        if (alias >= 0) {
+            p->graphs[gi].offset[i] = alias;
+        } else {
+            p->graphs[gi].offset[i] = *cursor;
+            *cursor += align_up(bytes > 0 ? bytes : 1);
+        }
         int64_t extra = extra_bytes(p->batch, node);
         p->graphs[gi].extra[i] = extra > 0 ? *cursor : -1;
         *cursor += align_up(extra);
         /* p->graphs may move: index it again after planning a body. */
-        if (node->op == OP_SCAN && !plan_graph(p, node->scan.body, cursor)) return false;
+        if (node->op == OP_SCAN && !plan_graph(p, node->scan.body, node, cursor)) return false;
     }
     return true;
 }
@@ -553,6 +567,7 @@ static void emit_scan(Cg *cg, const Node *n) {
             cg_fail(cg, c, "the captured value does not have the capture's size");
             return;
         }
+        if (cg_plan_offset(cg->plan, c) == cg_plan_offset(cg->plan, from)) continue; /* read in place */
         cg_copy_examples(cg, c, cg_base(cg, c), &c->type, zero, cg_base(cg, from), &from->type, zero,
                          type_elements(&c->type));
     }
@@ -993,7 +1008,7 @@ CgModule *cg_lower(const Graph *g, const char *name, char **error) {
     if (!m->entry) goto oom;
     m->plan.batch = g->batch;
     int64_t cursor = 0;
-    if (!plan_graph(&m->plan, g, &cursor)) goto oom;
+    if (!plan_graph(&m->plan, g, NULL, &cursor)) goto oom;
     m->plan.slab_bytes = align_up(cursor > 0 ? cursor : 1);
     m->plan.offset = m->plan.graphs[0].offset;
     m->sig = (CgSignature){.name = m->entry,
