@@ -184,7 +184,11 @@ static bool find_group(const Graph *g, int i, const bool *taken, CgEpilogue *G) 
         G->narrow = G->wide;
     }
     G->Q = G->N / G->W;
-    if (G->n < 2 || G->Q > MAX_PARTS) return false;
+    /* A product narrower than half a vector would run its epilogue on
+     * scalars, row by row: the product and then a chain over all its
+     * elements are faster (a Dense layer of one unit). A cell's gates join
+     * however narrow: they are not stored at all. */
+    if (G->n < 2 || G->Q > MAX_PARTS || (G->Q == 1 && G->W < LANES / 2)) return false;
     for (int k = 0; k < G->n; k++) G->store[k] = cg_read_outside(g, G->node[k], G->node, G->n);
     return true;
 }

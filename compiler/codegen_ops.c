@@ -1373,21 +1373,51 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
             }
         }
     }
-    CgLoop lb = cg_loop_begin(cg, nex(cg, first));
+    /* Flat: one loop over every element of every example, when each operand
+     * from outside has the chain's type or is one number (no slice, no
+     * concat): the loop then runs on vectors however short the rows. */
+    bool flat = true;
+    for (int m = 0; m < len && flat; m++) {
+        const Node *n = chain[m], *ops[MAX_OPS];
+        int nops = 0;
+        if (n->op == OP_SLICE || n->op == OP_CONCAT) flat = false;
+        else map_fn(n, &nops, ops);
+        for (int k = 0; k < nops && flat; k++) {
+            if (inner[m][k] || type_equal(&ops[k]->type, t)) continue;
+            bool scalar = !ops[k]->type.batched;
+            for (int d = 0; d < r; d++) scalar = scalar && stride[m][k][d] == 0;
+            flat = scalar;
+        }
+    }
+    bool *full = calloc((size_t)len * MAX_OPS, sizeof *full);
+    if (!full) {
+        cg_fail(cg, first, "out of memory");
+        goto done;
+    }
+    CgLoop lb = cg_loop_begin(cg, flat ? 1 : nex(cg, first));
     for (int m = 0; m < len; m++) {
         const Node *n = chain[m], *ops[MAX_OPS];
         int nops = 0;
-        outs[m] = cg_ex(cg, n, lb.i);
+        outs[m] = flat ? cg_base(cg, n) : cg_ex(cg, n, lb.i);
         if (n->op == OP_SLICE) base[m][0] = cg_ex(cg, n->in[0], lb.i);
         else if (n->op != OP_CONCAT) map_fn(n, &nops, ops);
         for (int k = 0; k < nops; k++)
-            if (!inner[m][k]) base[m][k] = cg_ex(cg, ops[k], lb.i);
+            if (!inner[m][k]) {
+                base[m][k] = flat ? cg_base(cg, ops[k]) : cg_ex(cg, ops[k], lb.i);
+                full[m * MAX_OPS + k] = type_equal(&ops[k]->type, t);
+            }
     }
-    CgLoop l[SEQC_MAX_RANK];
-    for (int d = 0; d < r; d++) l[d] = cg_loop_begin(cg, t->dims[d]);
-    LLVMValueRef oi = cg_i64(cg, 0), row = cg_i64(cg, 0), col = l[r - 1].i;
-    for (int d = 0; d < r; d++) oi = cg_mad(cg, oi, t->dims[d], l[d].i);
-    for (int d = 0; d + 1 < r; d++) row = cg_mad(cg, row, t->dims[d], l[d].i);
+    CgLoop l[SEQC_MAX_RANK], lf = {0};
+    LLVMValueRef oi = cg_i64(cg, 0), row = cg_i64(cg, 0), col = cg_i64(cg, 0);
+    if (flat) {
+        lf = cg_loop_begin(cg, nex(cg, first) * elems(first));
+        oi = lf.i;
+    } else {
+        for (int d = 0; d < r; d++) l[d] = cg_loop_begin(cg, t->dims[d]);
+        for (int d = 0; d < r; d++) oi = cg_mad(cg, oi, t->dims[d], l[d].i);
+        for (int d = 0; d + 1 < r; d++) row = cg_mad(cg, row, t->dims[d], l[d].i);
+        if (r > 0) col = l[r - 1].i;
+    }
     for (int m = 0; m < len; m++) {
         const Node *n = chain[m], *ops[MAX_OPS];
         if (n->op == OP_SLICE) {
@@ -1412,7 +1442,8 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
                     continue;
                 }
                 LLVMValueRef idx = cg_i64(cg, 0);
-                for (int d = 0; d < r; d++)
+                if (flat && full[m * MAX_OPS + k]) idx = oi;
+                for (int d = 0; d < r && !flat; d++)
                     if (stride[m][k][d]) idx = cg_add(cg, idx, cg_mul(cg, l[d].i, stride[m][k][d]));
                 v[k] = cg_loadf(cg, ops[k], base[m][k], idx);
             }
@@ -1420,8 +1451,11 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
         }
         if (store[m]) cg_storef(cg, outs[m], oi, vals[m]);
     }
-    for (int d = r - 1; d >= 0; d--) cg_loop_end(cg, &l[d]);
+    if (flat) cg_loop_end(cg, &lf);
+    else
+        for (int d = r - 1; d >= 0; d--) cg_loop_end(cg, &l[d]);
     cg_loop_end(cg, &lb);
+    free(full);
 done:
     free(stride);
     free(inner);

@@ -890,11 +890,12 @@ int fuse_softmax_ce(Graph *g) {
     fuse_init(&f, g);
     for (int i = 0; i < f.n0; i++) {
         Node *n = g->nodes.items[i];
-        if ((n->op != OP_SCE && n->op != OP_CCE) || n->loss.from_logits) continue;
+        if ((n->op != OP_SCE && n->op != OP_CCE && n->op != OP_BCE) || n->loss.from_logits) continue;
+        OpKind act = n->op == OP_BCE ? OP_SIGMOID : OP_SOFTMAX;
         Node *p = n->in[0];
-        if (p->op == OP_SOFTMAX) {
+        if (p->op == act) {
             n->in[0] = p->in[0];
-        } else if (p->op == OP_TIME_SLICE && p->in[0]->op == OP_SOFTMAX) {
+        } else if (p->op == OP_TIME_SLICE && p->in[0]->op == act) {
             /* The loss over the last steps of a window (schedule.c). */
             Node *z = p->in[0]->in[0];
             Node *cut = outside(&f, OP_TIME_SLICE, p->span, 1, &z, n, false);

@@ -12,6 +12,9 @@
  * Keras does the same (a softmax activation caches its logits for the loss);
  * the two forms differ only where Keras' clipping of probabilities to
  * [1e-7, 1 - 1e-7] would bite, and there the fused one is the exact one.
+ * Likewise a binary cross-entropy of sigmoid(z) reads z from logits
+ * (relu(z) - z y + log1p(exp(-|z|)), gradient sigmoid(z) - y), as Keras'
+ * binary_crossentropy does when its input is a sigmoid's output.
  *
  * fuse_graph
  * Requires: a model graph after schedule_tbptt and ad_backward (a forward
