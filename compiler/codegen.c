@@ -110,6 +110,19 @@ static int64_t capture_alias(const CgPlan *p, const Node *scan, const Node *c) {
     return cg_plan_offset(p, from);
 }
 
+/* A state input of a scan's body reads the carried state where the scan
+ * keeps it (its working storage, state by state) when the two have one
+ * type: no copy in at every step. The scan writes the state after the step
+ * has run and its outputs are copied out. Returns the offset, or -1. */
+static int64_t state_alias(const CgPlan *p, const Node *scan, const Node *x) {
+    if (!scan || x->op != OP_STATE_IN || x->index < 0 || x->index >= scan->scan.nstate) return -1;
+    const CgGraphPlan *gp = cg_plan_graph(p, scan->graph);
+    if (!gp || gp->extra[scan->id] < 0) return -1;
+    int64_t off = gp->extra[scan->id];
+    for (int i = 0; i < x->index; i++) off += align_up(4 * cg_size(p->batch, scan->in[scan->scan.nseq + i]));
+    return type_equal(&scan->in[scan->scan.nseq + x->index]->type, &x->type) ? off : -1;
+}
+
 static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, int64_t *cursor) {
     CgGraphPlan *grown = realloc(p->graphs, sizeof *grown * (size_t)(p->ngraphs + 1));
     if (!grown) return false;
@@ -127,6 +140,7 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, int64_t *cur
     for (int i = 0; i < g->nodes.len; i++) {
         const Node *node = g->nodes.items[i];
         int64_t bytes = 4 * cg_size(p->batch, node), alias = capture_alias(p, scan, node);
+        if (alias < 0) alias = state_alias(p, scan, node);
         p->graphs[gi].bytes[i] = bytes;
         if (alias >= 0) {
             p->graphs[gi].offset[i] = alias;
@@ -536,6 +550,7 @@ static void emit_scan(Cg *cg, const Node *n) {
 
     /* The carried states, each of its initial value's type. */
     LLVMValueRef state[CG_MAX_STATES];
+    int64_t state_offset[CG_MAX_STATES]; /* in the slab (plan_graph's state_alias) */
     const Node *init[CG_MAX_STATES];
     if (nstate > CG_MAX_STATES) {
         cg_fail(cg, n, "%d states (at most %d)", nstate, CG_MAX_STATES);
@@ -551,6 +566,8 @@ static void emit_scan(Cg *cg, const Node *n) {
             return;
         }
         state[i] = cg_gep(cg, cg->t_i8, work, cg_i64(cg, off));
+        const CgGraphPlan *gp = cg_plan_graph(cg->plan, n->graph);
+        state_offset[i] = gp && gp->extra[n->id] >= 0 ? gp->extra[n->id] + off : -1;
         cg_copy(cg, state[i], cg_base(cg, init[i]), cg_size(cg->batch, init[i]));
         off += align_up(4 * cg_size(cg->batch, init[i]));
     }
@@ -627,6 +644,7 @@ static void emit_scan(Cg *cg, const Node *n) {
             }
             const Node *st = init[b->index];
             if (type_elements(&st->type) != type_elements(&b->type)) cg_fail(cg, b, "the state's size differs");
+            if (state_offset[b->index] == cg_plan_offset(cg->plan, b)) continue; /* read in place */
             cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, state[b->index], &st->type, zero,
                              type_elements(&b->type));
         } else if (fns[k]) {
@@ -654,6 +672,7 @@ static void emit_scan(Cg *cg, const Node *n) {
     }
     for (int i = 0; i < nstate; i++) {
         const Node *next = body->outputs.items[i];
+        if (cg_plan_offset(cg->plan, next) == state_offset[i]) continue; /* the state passes through */
         cg_copy_examples(cg, next, state[i], &init[i]->type, zero, cg_base(cg, next), &next->type, zero,
                          type_elements(&next->type));
     }

@@ -567,7 +567,8 @@ END_TEST
 
 /* The plan: every node of the model and of each body has an aligned buffer
  * inside the slab, and no two buffers of the same graph overlap; a capture
- * of the captured value's type reads that value in place. */
+ * of the captured value's type reads that value in place, and a state input
+ * the scan's carried state. */
 START_TEST(memory_plan_is_sound) {
     Loaded l;
     ck_assert(load(&l, rnn_models[5], NULL, 3));
@@ -595,6 +596,17 @@ START_TEST(memory_plan_is_sound) {
                 const Node *from = scan->in[scan->scan.nseq + scan->scan.nstate + n->index];
                 if (type_equal(&from->type, &n->type)) {
                     ck_assert_int_eq(gp->offset[i], cg_plan_offset(p, from));
+                    aliased++;
+                    continue;
+                }
+            }
+            if (n->op == OP_STATE_IN) {
+                /* Read in place from the scan's carried state, in its working storage. */
+                int64_t at = cg_plan_graph(p, scan->graph)->extra[scan->id];
+                for (int k = 0; k < n->index; k++)
+                    at += (4 * interp_size(l.model.graph, scan->in[scan->scan.nseq + k]) + CG_ALIGN - 1) / CG_ALIGN * CG_ALIGN;
+                if (type_equal(&scan->in[scan->scan.nseq + n->index]->type, &n->type)) {
+                    ck_assert_int_eq(gp->offset[i], at);
                     aliased++;
                     continue;
                 }
