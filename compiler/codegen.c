@@ -744,6 +744,23 @@ void cg_par_begin(Cg *cg, CgPar *p, const char *name, const LLVMValueRef *vals, 
     p->scratch = LLVMGetParam(p->fn, 3);
 }
 
+void cg_par_begin_node(Cg *cg, CgPar *p, const LLVMValueRef *extra, int nextra) {
+    LLVMValueRef vals[CG_PAR_VALS];
+    vals[0] = cg->slab;
+    for (int k = 0; k < nextra && k + 1 < CG_PAR_VALS; k++) vals[k + 1] = extra[k];
+    /* <function>.part, numbered when the function has several. */
+    size_t len;
+    const char *fn = LLVMGetValueName2(cg->fn, &len);
+    char *name = cg_format("%s.part", fn);
+    for (int k = 1; name && LLVMGetNamedFunction(cg->mod, name); k++) {
+        free(name);
+        name = cg_format("%s.part%d", fn, k);
+    }
+    cg_par_begin(cg, p, name ? name : "part", vals, 1 + nextra);
+    free(name);
+    cg->slab = p->vals[0];
+}
+
 void cg_par_end(Cg *cg, CgPar *p, int64_t max_parts, int64_t scratch_bytes) {
     cg_helper_end(cg, &p->saved);
     LLVMValueRef args[4] = {p->fn, p->ctx, cg_i64(cg, max_parts < 1 ? 1 : max_parts), cg_i64(cg, scratch_bytes)};

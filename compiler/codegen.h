@@ -287,6 +287,9 @@ typedef struct CgPar {
     LLVMValueRef part, nparts, scratch;
 } CgPar;
 void cg_par_begin(Cg *cg, CgPar *p, const char *name, const LLVMValueRef *vals, int nvals);
+/* The same for the node function being built: its slab is p->vals[0] (and
+ * cg->slab) in the part function, extra[k] its p->vals[k + 1]. */
+void cg_par_begin_node(Cg *cg, CgPar *p, const LLVMValueRef *extra, int nextra);
 void cg_par_end(Cg *cg, CgPar *p, int64_t max_parts, int64_t scratch_bytes);
 /* The part's share [start, end) of units 0 .. units, in order: every unit
  * in exactly one part, the parts' sizes within one of each other. */

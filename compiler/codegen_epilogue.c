@@ -365,11 +365,7 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     double flops = 2.0 * (double)M * (double)G.N * (double)G.K;
     int64_t max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, wide);
     CgPar par;
-    size_t len;
-    char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &len));
-    cg_par_begin(cg, &par, name, &cg->slab, 1);
-    free(name);
-    cg->slab = par.vals[0];
+    cg_par_begin_node(cg, &par, NULL, 0);
     LLVMValueRef buf = cg_stack_array(cg, cg->t_f32, (int64_t)MAX_ACC * LANES);
     /* A panel pays for its copy when several row tiles read it: not for the
      * one row of a batch-1 step, which reads B once. */

@@ -198,7 +198,8 @@ static LLVMValueRef binary(Cg *cg, const Node *n, LLVMValueRef *v) {
 
 /* A kernel over R independent rows of C elements (softmax, a loss per row of
  * classes, its gradient), split over threads by rows: the part function
- * runs rows [from, to) of them, *row the current one; the code between
+ * runs rows [from, to) of them, rp->row the current one (extra[k] its
+ * rp->par.vals[k + 1]); the code between
  * rows_begin and rows_end is the body of that loop, in the part function. */
 typedef struct RowPar {
     CgPar par;
@@ -207,12 +208,9 @@ typedef struct RowPar {
     int64_t max_parts;
 } RowPar;
 
-static void rows_begin(Cg *cg, RowPar *rp, int64_t R, int64_t C) {
+static void rows_begin(Cg *cg, RowPar *rp, int64_t R, int64_t C, const LLVMValueRef *extra, int nextra) {
     rp->max_parts = cg_max_parts(cg, (double)R * (double)C, CG_PART_ELEMS, R);
-    char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &(size_t){0}));
-    cg_par_begin(cg, &rp->par, name, &cg->slab, 1);
-    free(name);
-    cg->slab = rp->par.vals[0];
+    cg_par_begin_node(cg, &rp->par, extra, nextra);
     LLVMValueRef from = cg_part_start(cg, &rp->par, R);
     rp->loop = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &rp->par, R), from, ""));
     rp->row = cg_add(cg, from, rp->loop.i);
@@ -238,7 +236,7 @@ static void emit_softmax(Cg *cg, const Node *n) {
     const Node *x = n->in[0];
     int64_t C = last_dim(n), rows = elems(n) / C;
     RowPar rp;
-    rows_begin(cg, &rp, nex(cg, n) * rows, C);
+    rows_begin(cg, &rp, nex(cg, n) * rows, C, NULL, 0);
     LLVMValueRef mx = cg_local(cg, cg->t_f32, NULL), sum = cg_local(cg, cg->t_f64, NULL), r;
     LLVMValueRef xp = row_example(cg, x, rp.row, rows, &r), op = row_example(cg, n, rp.row, rows, &r);
     LLVMValueRef row = cg_mul(cg, r, C);
@@ -544,11 +542,7 @@ static void emit_column_sums(Cg *cg, const Node *n, const Node *x, bool mean) {
     int64_t full = F / SUM_COLS, tail = F % SUM_COLS, blocks = full + (tail > 0);
     int64_t max_parts = cg_max_parts(cg, (double)R * (double)F, CG_PART_ELEMS, blocks);
     CgPar par;
-    size_t len;
-    char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &len));
-    cg_par_begin(cg, &par, name, &cg->slab, 1);
-    free(name);
-    cg->slab = par.vals[0];
+    cg_par_begin_node(cg, &par, NULL, 0);
     LLVMValueRef xp = cg_base(cg, x), op = cg_base(cg, n);
     LLVMValueRef from = cg_part_start(cg, &par, blocks), to = cg_part_end(cg, &par, blocks);
     LLVMValueRef end = sel(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, to, cg_i64(cg, full), ""), to, cg_i64(cg, full));
@@ -746,7 +740,7 @@ static void emit_loss(Cg *cg, const Node *n) {
     LLVMValueRef sum = cg_local(cg, cg->t_f64, cg_f64(cg, 0));
     if (loss == OP_SCE || loss == OP_CCE) {
         RowPar rp;
-        rows_begin(cg, &rp, R, C);
+        rows_begin(cg, &rp, R, C, NULL, 0);
         LLVMValueRef li, pp = row_example(cg, p, rp.row, P, &li), yp = row_example(cg, y, rp.row, P, &li), lse;
         LLVMValueRef v = class_loss(cg, loss, logits, p, y, pp, yp, li, C, &lse), rows = cg_extra(cg, n);
         cg_store(cg, cg->t_f64, rows, rp.row, v);
@@ -1197,17 +1191,9 @@ static void emit_class_loss_grad(Cg *cg, const Node *n, LLVMValueRef scale) {
     /* The scale is the caller's value: it crosses into the part function as a
      * double in a stack slot. */
     LLVMValueRef slot = cg_local(cg, cg->t_f64, scale);
-    LLVMValueRef vals[2] = {cg->slab, slot};
     RowPar rp;
-    rp.max_parts = cg_max_parts(cg, (double)R * (double)C, CG_PART_ELEMS, R);
-    char *name = cg_format("%s.part", LLVMGetValueName2(cg->fn, &(size_t){0}));
-    cg_par_begin(cg, &rp.par, name, vals, 2);
-    free(name);
-    cg->slab = rp.par.vals[0];
+    rows_begin(cg, &rp, R, C, &slot, 1);
     scale = cg_load(cg, cg->t_f64, rp.par.vals[1], cg_i64(cg, 0));
-    LLVMValueRef from = cg_part_start(cg, &rp.par, R);
-    rp.loop = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &rp.par, R), from, ""));
-    rp.row = cg_add(cg, from, rp.loop.i);
     LLVMValueRef li, pp = row_example(cg, p, rp.row, P, &li), yp = row_example(cg, y, rp.row, P, &li);
     LLVMValueRef op = row_example(cg, n, rp.row, P, &li), row = cg_mul(cg, li, C);
     LLVMValueRef lse = fwd ? cg_load(cg, cg->t_f64, cg_extra(cg, fwd), cg_add(cg, rp.row, cg_i64(cg, R)))

@@ -132,12 +132,8 @@ static void update_param(Cg *cg, const Optimizer *o, int64_t n, int64_t w, int64
     LLVMValueRef d[4] = {lr, lr_t, by_norm, by_global}, args = cg_stack_array(cg, cg->t_f64, 4);
     for (int k = 0; k < 4; k++)
         if (d[k]) cg_store(cg, cg->t_f64, args, cg_i64(cg, k), d[k]);
-    LLVMValueRef vals[2] = {cg->slab, args};
     CgPar par;
-    char *name = cg_format("%s.p%lld", LLVMGetValueName2(cg->fn, &(size_t){0}), (long long)w);
-    cg_par_begin(cg, &par, name, vals, 2);
-    free(name);
-    cg->slab = par.vals[0];
+    cg_par_begin_node(cg, &par, &args, 1);
     for (int k = 0; k < 4; k++)
         if (d[k]) d[k] = cg_load(cg, cg->t_f64, par.vals[1], cg_i64(cg, k));
     LLVMValueRef b0 = cg_part_start(cg, &par, blocks), b1 = cg_part_end(cg, &par, blocks);
