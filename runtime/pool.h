@@ -11,7 +11,8 @@
  * wait spinning for a while after each kernel (steps call kernels hundreds
  * of times a second), then sleep. rt_parallel allocates nothing once every
  * buffer has reached the largest scratch asked for, so a training loop
- * allocates only in its first step. */
+ * allocates only in its first step. One thread of the process calls it at
+ * a time: the runtime's training and inference are single-threaded callers. */
 #ifndef SEQC_RUNTIME_POOL_H
 #define SEQC_RUNTIME_POOL_H
 
