@@ -110,17 +110,25 @@ static int64_t capture_alias(const CgPlan *p, const Node *scan, const Node *c) {
     return cg_plan_offset(p, from);
 }
 
+/* Where a scan keeps its carried state i: its working storage holds the
+ * states one after another, each of its initial value's type. The slab
+ * offset, or -1 when the scan has no working storage yet. */
+static int64_t scan_state_offset(const CgPlan *p, const Node *scan, int i) {
+    const CgGraphPlan *gp = cg_plan_graph(p, scan->graph);
+    if (!gp || scan->id >= gp->nnodes || gp->extra[scan->id] < 0) return -1;
+    int64_t off = gp->extra[scan->id];
+    for (int k = 0; k < i; k++) off += align_up(4 * cg_size(p->batch, scan->in[scan->scan.nseq + k]));
+    return off;
+}
+
 /* A state input of a scan's body reads the carried state where the scan
- * keeps it (its working storage, state by state) when the two have one
- * type: no copy in at every step. The scan writes the state after the step
- * has run and its outputs are copied out. Returns the offset, or -1. */
+ * keeps it when the two have one type: no copy in at every step. The scan
+ * writes the state after the step has run and its outputs are copied out.
+ * Returns the offset, or -1. */
 static int64_t state_alias(const CgPlan *p, const Node *scan, const Node *x) {
     if (!scan || x->op != OP_STATE_IN || x->index < 0 || x->index >= scan->scan.nstate) return -1;
-    const CgGraphPlan *gp = cg_plan_graph(p, scan->graph);
-    if (!gp || gp->extra[scan->id] < 0) return -1;
-    int64_t off = gp->extra[scan->id];
-    for (int i = 0; i < x->index; i++) off += align_up(4 * cg_size(p->batch, scan->in[scan->scan.nseq + i]));
-    return type_equal(&scan->in[scan->scan.nseq + x->index]->type, &x->type) ? off : -1;
+    if (!type_equal(&scan->in[scan->scan.nseq + x->index]->type, &x->type)) return -1;
+    return scan_state_offset(p, scan, x->index);
 }
 
 static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, int64_t *cursor) {
@@ -550,14 +558,12 @@ static void emit_scan(Cg *cg, const Node *n) {
 
     /* The carried states, each of its initial value's type. */
     LLVMValueRef state[CG_MAX_STATES];
-    int64_t state_offset[CG_MAX_STATES]; /* in the slab (plan_graph's state_alias) */
+    int64_t state_offset[CG_MAX_STATES]; /* in the slab (scan_state_offset) */
     const Node *init[CG_MAX_STATES];
     if (nstate > CG_MAX_STATES) {
         cg_fail(cg, n, "%d states (at most %d)", nstate, CG_MAX_STATES);
         return;
     }
-    LLVMValueRef work = cg_extra(cg, n);
-    int64_t off = 0;
     for (int i = 0; i < nstate; i++) {
         init[i] = n->in[nseq + i];
         const Node *next = body->outputs.items[i];
@@ -565,11 +571,13 @@ static void emit_scan(Cg *cg, const Node *n) {
             cg_fail(cg, n, "state %d changes size in the step", i);
             return;
         }
-        state[i] = cg_gep(cg, cg->t_i8, work, cg_i64(cg, off));
-        const CgGraphPlan *gp = cg_plan_graph(cg->plan, n->graph);
-        state_offset[i] = gp && gp->extra[n->id] >= 0 ? gp->extra[n->id] + off : -1;
+        state_offset[i] = scan_state_offset(cg->plan, n, i);
+        if (state_offset[i] < 0) {
+            cg_fail(cg, n, "the memory plan has no working storage for it");
+            return;
+        }
+        state[i] = cg_gep(cg, cg->t_i8, cg->slab, cg_i64(cg, state_offset[i]));
         cg_copy(cg, state[i], cg_base(cg, init[i]), cg_size(cg->batch, init[i]));
-        off += align_up(4 * cg_size(cg->batch, init[i]));
     }
     LLVMValueRef zero = cg_i64(cg, 0);
     for (int k = 0; k < body->nodes.len; k++) {

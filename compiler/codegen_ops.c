@@ -742,13 +742,14 @@ static void emit_loss(Cg *cg, const Node *n) {
         RowPar rp;
         rows_begin(cg, &rp, R, C, NULL, 0);
         LLVMValueRef li, pp = row_example(cg, p, rp.row, P, &li), yp = row_example(cg, y, rp.row, P, &li), lse;
-        LLVMValueRef v = class_loss(cg, loss, logits, p, y, pp, yp, li, C, &lse), rows = cg_extra(cg, n);
-        cg_store(cg, cg->t_f64, rows, rp.row, v);
-        cg_store(cg, cg->t_f64, rows, cg_add(cg, rp.row, cg_i64(cg, R)), lse);
+        LLVMValueRef v = class_loss(cg, loss, logits, p, y, pp, yp, li, C, &lse), terms = cg_extra(cg, n);
+        cg_store(cg, cg->t_f64, terms, rp.row, v);
+        cg_store(cg, cg->t_f64, terms, cg_add(cg, rp.row, cg_i64(cg, R)), lse);
         rows_end(cg, &rp);
-        LLVMValueRef work = cg_extra(cg, n);
+        /* Back on the calling thread: the terms in row order. */
+        LLVMValueRef terms_here = cg_extra(cg, n);
         CgLoop lr = cg_loop_begin(cg, R);
-        accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, work, lr.i));
+        accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, terms_here, lr.i));
         cg_loop_end(cg, &lr);
     } else {
         CgLoop lb = cg_loop_begin(cg, nex(cg, p));
@@ -1375,11 +1376,6 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
             flat = scalar;
         }
     }
-    bool *full = calloc((size_t)len * MAX_OPS, sizeof *full);
-    if (!full) {
-        cg_fail(cg, first, "out of memory");
-        goto done;
-    }
     CgLoop lb = cg_loop_begin(cg, flat ? 1 : nex(cg, first));
     for (int m = 0; m < len; m++) {
         const Node *n = chain[m], *ops[MAX_OPS];
@@ -1388,10 +1384,7 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
         if (n->op == OP_SLICE) base[m][0] = cg_ex(cg, n->in[0], lb.i);
         else if (n->op != OP_CONCAT) map_fn(n, &nops, ops);
         for (int k = 0; k < nops; k++)
-            if (!inner[m][k]) {
-                base[m][k] = flat ? cg_base(cg, ops[k]) : cg_ex(cg, ops[k], lb.i);
-                full[m * MAX_OPS + k] = type_equal(&ops[k]->type, t);
-            }
+            if (!inner[m][k]) base[m][k] = flat ? cg_base(cg, ops[k]) : cg_ex(cg, ops[k], lb.i);
     }
     CgLoop l[SEQC_MAX_RANK], lf = {0};
     LLVMValueRef oi = cg_i64(cg, 0), row = cg_i64(cg, 0), col = cg_i64(cg, 0);
@@ -1428,7 +1421,8 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
                     continue;
                 }
                 LLVMValueRef idx = cg_i64(cg, 0);
-                if (flat && full[m * MAX_OPS + k]) idx = oi;
+                /* Flat: an operand of the chain's type at the element, one number at 0. */
+                if (flat && type_equal(&ops[k]->type, t)) idx = oi;
                 for (int d = 0; d < r && !flat; d++)
                     if (stride[m][k][d]) idx = cg_add(cg, idx, cg_mul(cg, l[d].i, stride[m][k][d]));
                 v[k] = cg_loadf(cg, ops[k], base[m][k], idx);
@@ -1441,7 +1435,6 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
     else
         for (int d = r - 1; d >= 0; d--) cg_loop_end(cg, &l[d]);
     cg_loop_end(cg, &lb);
-    free(full);
 done:
     free(stride);
     free(inner);

@@ -636,9 +636,9 @@ static void drop_output(Body *B, int j, Node *by) {
     Graph *g = f->g;
     if (j == 0) {
         /* The scan's other readers (its outputs and states) keep reading it. */
-        Node *keep[64];
+        Node **keep = ARENA_ARRAY(f->arena, Node *, g->nodes.len ? g->nodes.len : 1);
         int nkeep = 0;
-        for (int i = 0; i < g->nodes.len && nkeep < 64; i++) {
+        for (int i = 0; i < g->nodes.len; i++) {
             Node *n = g->nodes.items[i];
             if ((n->op == OP_SCAN_OUT || n->op == OP_SCAN_STATE) && n->in[0] == s) keep[nkeep++] = n;
         }
@@ -726,9 +726,10 @@ static bool transpose_captures(Body *B) {
     int made = 0;
     Graph *b = B->b;
     for (int i = 0; i < B->n && !B->f->error; i++) {
-        Node *x = b->nodes.items[i], *w = x->in[x->nin > 1 ? 1 : 0];
-        if (x->op != OP_MATMUL_T || B->kind[i] != K_STATE || w->op != OP_CAPTURE || B->kind[w->id] != K_INVARIANT)
-            continue;
+        Node *x = b->nodes.items[i];
+        if (x->op != OP_MATMUL_T || B->kind[i] != K_STATE) continue;
+        Node *w = x->in[1];
+        if (w->op != OP_CAPTURE || B->kind[w->id] != K_INVARIANT) continue;
         int k = 0;
         while (k < made && from[k] != w) k++;
         if (k == made) {
