@@ -13,7 +13,7 @@
  * step alone, forward and backward, as oneDNN's primitive is timed). One
  * line on stdout:
  *
- *     model=NAME median_ms= min_ms= max_ms= ready_ms= first_step_ms= llvm_ms= gflop= gflops= slab_mb= rss_mb= threads=
+ *     model=NAME median_ms= min_ms= max_ms= ready_ms= first_step_ms= llvm_ms= gflop= gflops= slab_mb= act_mb= rss_mb= threads=
  *
  * --threads T: the kernels' threads (runtime/pool.h; default one per core).
  *
@@ -114,7 +114,11 @@ static double graph_flops(const Graph *g, int64_t batch) {
             flops += 2.0 * (double)rows_of(batch, n->in[0], K) * (double)K * (double)N;
             break;
         }
-        case OP_SCAN: flops += (double)n->in[0]->type.dims[0] * graph_flops(n->scan.body, batch); break;
+        case OP_SCAN: {
+            int64_t first, walked = scan_walked(n, &first);
+            flops += (double)walked * graph_flops(n->scan.body, batch);
+            break;
+        }
         default: break;
         }
     }
@@ -170,6 +174,31 @@ static int peak(void) {
 }
 
 /* ---- one model ------------------------------------------------------------------------------ */
+
+/* The slab less what does not grow with the sequence: inputs, params and
+ * state variables, the params' gradients (an embedding's with its f64
+ * accumulators) and the optimizer's slots. MB. */
+static int64_t bytes_of(const Graph *g, const Node *n) {
+    return 4 * type_elements(&n->type) * (n->type.batched ? g->batch : 1);
+}
+
+static double activation_mb(const Graph *g, const CgPlan *plan) {
+    int64_t fixed = 0;
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *n = g->nodes.items[i];
+        if (n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_STATEVAR) fixed += bytes_of(g, n);
+    }
+    for (int i = 0; i < g->grads.len; i++) {
+        const Node *d = g->grads.items[i];
+        if (!d) continue;
+        fixed += bytes_of(g, d);
+        if (d->op == OP_EMBED_GRAD) fixed += 2 * bytes_of(g, d);
+    }
+    for (int i = 0; i < plan->nparams; i++)
+        for (int w = 0; w < CG_OPT_SLOTS; w++)
+            if (plan->slot[w] && plan->slot[w][i] >= 0) fixed += bytes_of(g, g->params.items[i]);
+    return (double)(plan->slab_bytes - fixed) / 1048576.0;
+}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -287,10 +316,10 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("model=%s median_ms=%.3f min_ms=%.3f max_ms=%.3f ready_ms=%.1f first_step_ms=%.1f llvm_ms=%.1f gflop=%.4f "
-           "gflops=%.1f slab_mb=%.1f rss_mb=%.1f threads=%d\n",
+           "gflops=%.1f slab_mb=%.1f act_mb=%.2f rss_mb=%.1f threads=%d\n",
            g->name, median, times[0], times[steps - 1], ready, first,
            tt->passes_ms + tt->jit_ms + ti->passes_ms + ti->jit_ms, gflop, gflop / median * 1e3,
-           (double)plan->slab_bytes / 1048576.0, (double)ru.ru_maxrss / 1024.0, rt_threads());
+           (double)plan->slab_bytes / 1048576.0, activation_mb(g, plan), (double)ru.ru_maxrss / 1024.0, rt_threads());
     status = 0;
 done:
     free(times);

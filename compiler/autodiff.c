@@ -398,15 +398,7 @@ static void grad_scan(AD *a, Node *s) {
         Node *in[64];
         if (f->nin > 64) internal("cloning", f, "too many inputs");
         for (int k = 0; k < f->nin; k++) in[k] = map[f->in[k]->id];
-        Node *c = graph_add(gb, f->op, f->span, f->nin, in);
-        Node **keep_in = c->in;
-        int id = c->id;
-        *c = *f;
-        c->in = keep_in;
-        c->id = id;
-        c->graph = gb;
-        c->mask = NULL;
-        map[i] = c;
+        map[i] = graph_add_like(gb, f, f->nin, in);
     }
 
     /* The step's own reverse pass, seeded with the carried state gradients
@@ -493,8 +485,12 @@ static void grad_scan(AD *a, Node *s) {
             for (int j = 0; j < ncap; j++)
                 if (acc_of[j] == i) k = j;
         Node *target = i < nst ? s->in[nseq + i] : s->in[nseq + nst + k];
-        /* Under truncation the state entering the window gets no gradient. */
-        if (!a->needs[target->id] || (i < nst && w < steps)) continue;
+        /* Under truncation the state entering the window gets no gradient,
+         * nor does a state taken before the end of another scan (the one
+         * schedule_windows puts before the window). */
+        bool stopped = target->op == OP_SCAN_STATE &&
+                       target->scan_state.after != target->in[0]->in[0]->type.dims[0];
+        if (!a->needs[target->id] || (i < nst && (w < steps || stopped))) continue;
         Node *st = node(a, OP_SCAN_STATE, 1, &gs);
         st->scan_state.index = i;
         st->scan_state.after = w;

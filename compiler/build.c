@@ -53,7 +53,9 @@ bool build_model(const BuildOptions *o, Build *b, Diags *d, char **error) {
     GradOptions go;
     fuse_softmax_ce(g);
     fuse_softmax_ce(b->infer.graph);
-    if (g->loss && (!schedule_tbptt(g, &b->train.recipe, &go, d) || !ad_backward(g, &go, d))) return false;
+    if (g->loss && (!schedule_tbptt(g, &b->train.recipe, &go, d) || !schedule_windows(g, &go, d) ||
+                    !ad_backward(g, &go, d)))
+        return false;
     if (!fuse_graph(g, NULL, error) || !fuse_graph(b->infer.graph, NULL, error)) return false;
     double t2 = now_ms();
     b->elab_ms = t1 - t0;

@@ -94,8 +94,10 @@ static int64_t extra_bytes(int64_t batch, const Node *n) {
         return 2 * 8 * (cg_size(batch, p) / (C > 0 ? C : 1));
     }
     if (n->op == OP_EMBED_GRAD) { /* f64 accumulators, then the ids the last call wrote */
-        int64_t nb = n->in[0]->type.batched || n->in[1]->type.batched ? batch : 1;
-        return 8 * type_elements(&n->type) + 4 * nb * type_elements(&n->in[0]->type);
+        int64_t nb = 1, ids = 0;
+        for (int k = 0; k < n->nin; k++) nb = n->in[k]->type.batched ? batch : nb;
+        for (int k = 0; k < n->nin; k += 2) ids += type_elements(&n->in[k]->type);
+        return 8 * type_elements(&n->type) + 4 * nb * ids;
     }
     return 0;
 }
@@ -131,6 +133,14 @@ static int64_t state_alias(const CgPlan *p, const Node *scan, const Node *x) {
     return scan_state_offset(p, scan, x->index);
 }
 
+static bool keeps_between_calls(const Graph *g) {
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *n = g->nodes.items[i];
+        if (n->op == OP_EMBED_GRAD || (n->op == OP_SCAN && keeps_between_calls(n->scan.body))) return true;
+    }
+    return false;
+}
+
 static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, int64_t *cursor) {
     CgGraphPlan *grown = realloc(p->graphs, sizeof *grown * (size_t)(p->ngraphs + 1));
     if (!grown) return false;
@@ -159,8 +169,23 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, int64_t *cur
         int64_t extra = extra_bytes(p->batch, node);
         p->graphs[gi].extra[i] = extra > 0 ? *cursor : -1;
         *cursor += align_up(extra);
-        /* p->graphs may move: index it again after planning a body. */
-        if (node->op == OP_SCAN && !plan_graph(p, node->scan.body, node, cursor)) return false;
+    }
+    /* A scan's body holds values only while the scan runs (what a step
+     * leaves is copied out), so the bodies of a graph's scans share one
+     * region after its own storage, each from its start. A body that keeps
+     * values from one call to the next (an embedding's gradient) has its own,
+     * before that region. p->graphs may move in the calls: it is not held. */
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t shared = *cursor, end = *cursor;
+        for (int i = 0; i < g->nodes.len; i++) {
+            const Node *node = g->nodes.items[i];
+            if (node->op != OP_SCAN || keeps_between_calls(node->scan.body) != (pass == 0)) continue;
+            int64_t at = pass == 0 ? *cursor : shared;
+            if (!plan_graph(p, node->scan.body, node, &at)) return false;
+            if (pass == 0) *cursor = at;
+            else if (at > end) end = at;
+        }
+        if (pass == 1) *cursor = end;
     }
     return true;
 }
@@ -549,6 +574,7 @@ static void emit_scan(Cg *cg, const Node *n) {
             cg_fail(cg, n, "sequence %d does not have %lld steps", i, (long long)T);
             return;
         }
+    int64_t first, walked = scan_walked(n, &first);
     int bi = graph_index(cg, body);
     if (bi < 0) {
         cg_fail(cg, n, "the memory plan has no storage for the body");
@@ -609,7 +635,7 @@ static void emit_scan(Cg *cg, const Node *n) {
         if ((u->op != OP_SCAN_OUT && u->op != OP_SCAN_STATE) || u->in[0] != n) continue;
         if (u->op == OP_SCAN_OUT && (u->index < 1 || u->index >= nout)) cg_fail(cg, u, "output %d of %d", u->index, nout);
         if (u->op == OP_SCAN_STATE && (u->scan_state.index < 0 || u->scan_state.index >= nstate ||
-                                       u->scan_state.after < 0 || u->scan_state.after > T))
+                                       u->scan_state.after < 0 || u->scan_state.after > walked))
             cg_fail(cg, u, "state %d after %lld steps", u->scan_state.index, (long long)u->scan_state.after);
         uses[nuse++] = u;
     }
@@ -630,8 +656,9 @@ static void emit_scan(Cg *cg, const Node *n) {
     if (out && !n->scan.sequences && type_elements(&n->type) != type_elements(&out->type))
         cg_fail(cg, n, "the step output does not fit the result");
 
-    CgLoop lw = cg_loop_begin(cg, T);
-    LLVMValueRef t = n->scan.reverse ? LLVMBuildSub(cg->b, cg_i64(cg, T - 1), lw.i, "t") : lw.i;
+    CgLoop lw = cg_loop_begin(cg, walked);
+    LLVMValueRef t = n->scan.reverse ? LLVMBuildSub(cg->b, cg_i64(cg, first + walked - 1), lw.i, "t")
+                                     : cg_add(cg, lw.i, cg_i64(cg, first));
     LLVMValueRef args[3] = {cg->slab, cg->training, cg->seed};
     for (int k = 0; k < body->nodes.len; k++) {
         const Node *b = body->nodes.items[k];

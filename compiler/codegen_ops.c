@@ -1011,50 +1011,70 @@ static void emit_softmax_grad(Cg *cg, const Node *n) {
 /* ids [...], dy [..., D] -> [V, D]: row ids[p] gets dy[p], summed in an f64
  * copy of the table (the working storage), then rounded */
 static void emit_embed_grad(Cg *cg, const Node *n) {
-    const Node *ids = n->in[0], *dy = n->in[1];
-    if (n->type.rank != 2 || n->type.batched) {
-        cg_fail(cg, n, "the declared type is not an unbatched [V, D]");
+    if (n->type.rank != 2 || n->type.batched || n->nin < 2 || n->nin % 2) {
+        cg_fail(cg, n, "not pairs of ids and dy into an unbatched [V, D]");
         return;
     }
-    int64_t V = n->type.dims[0], D = n->type.dims[1], P = elems(ids), nb = nex_any(cg, n);
-    if (P * D != elems(dy)) {
-        cg_fail(cg, n, "%lld ids for dy of %lld elements", (long long)P, (long long)elems(dy));
-        return;
+    int64_t V = n->type.dims[0], D = n->type.dims[1], nb = nex_any(cg, n), P_all = 0;
+    for (int q = 0; q < n->nin; q += 2) {
+        int64_t P = elems(n->in[q]);
+        if (P * D != elems(n->in[q + 1])) {
+            cg_fail(cg, n, "%lld ids for dy of %lld elements", (long long)P, (long long)elems(n->in[q + 1]));
+            return;
+        }
+        P_all += P;
     }
     /* Only the rows this batch's ids name are touched: the result's other
      * rows are zero, and stay zero between calls because the rows the last
      * call wrote (its ids, kept after the accumulators) are cleared first. */
     LLVMValueRef acc = cg_extra(cg, n), op = cg_base(cg, n);
-    LLVMValueRef last = cg_gep(cg, cg->t_i8, acc, cg_i64(cg, 8 * V * D)); /* i32 [nb * P] */
-    CgLoop lc = cg_loop_begin(cg, nb * P);
+    LLVMValueRef last = cg_gep(cg, cg->t_i8, acc, cg_i64(cg, 8 * V * D)); /* i32 [nb * P_all] */
+    CgLoop lc = cg_loop_begin(cg, nb * P_all);
     LLVMValueRef old_row = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lc.i), cg->t_i64, ""), D);
     LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f32, op, old_row), LLVMConstInt(cg->t_i8, 0, false), cg_i64(cg, 4 * D), 4);
     cg_loop_end(cg, &lc);
-    /* Pass 1: the accumulators of the named rows to zero (ids checked here). */
-    CgLoop lz = cg_loop_begin(cg, nb);
-    LLVMValueRef ipz = cg_ex(cg, ids, lz.i);
-    CgLoop lpz = cg_loop_begin(cg, P);
-    LLVMValueRef id = checked_id(cg, ids, ipz, lpz.i, V);
-    cg_store(cg, cg->t_i32, last, cg_mad(cg, lz.i, P, lpz.i), LLVMBuildTrunc(cg->b, id, cg->t_i32, ""));
-    LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f64, acc, cg_mul(cg, id, D)), LLVMConstInt(cg->t_i8, 0, false),
-                    cg_i64(cg, 8 * D), 8);
-    cg_loop_end(cg, &lpz);
-    cg_loop_end(cg, &lz);
-    /* Pass 2: dy added in, in (b, p) order, in double (the ids as pass 1 checked and kept them). */
-    CgLoop lb = cg_loop_begin(cg, nb);
-    LLVMValueRef dp = cg_ex(cg, dy, lb.i);
-    CgLoop lp = cg_loop_begin(cg, P);
-    LLVMValueRef kept = cg_load(cg, cg->t_i32, last, cg_mad(cg, lb.i, P, lp.i));
-    LLVMValueRef row = cg_mul(cg, LLVMBuildSExt(cg->b, kept, cg->t_i64, ""), D);
-    CgLoop lj = cg_loop_begin(cg, D);
-    LLVMValueRef at = cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, lj.i));
-    LLVMValueRef v = fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f64, at, ""), cg_loadd(cg, dy, dp, cg_mad(cg, lp.i, D, lj.i)));
-    LLVMBuildStore(cg->b, v, at);
-    cg_loop_end(cg, &lj);
-    cg_loop_end(cg, &lp);
-    cg_loop_end(cg, &lb);
+    /* Pass 1: the accumulators of the named rows to zero (ids checked here);
+     * pair q's ids are kept from nb * (the ids before it) on. */
+    int64_t kept_at = 0;
+    for (int q = 0; q < n->nin; q += 2) {
+        const Node *ids = n->in[q];
+        int64_t P = elems(ids);
+        LLVMValueRef mine = cg_gep(cg, cg->t_i32, last, cg_i64(cg, kept_at));
+        CgLoop lz = cg_loop_begin(cg, nb);
+        LLVMValueRef ipz = cg_ex(cg, ids, lz.i);
+        CgLoop lpz = cg_loop_begin(cg, P);
+        LLVMValueRef id = checked_id(cg, ids, ipz, lpz.i, V);
+        cg_store(cg, cg->t_i32, mine, cg_mad(cg, lz.i, P, lpz.i), LLVMBuildTrunc(cg->b, id, cg->t_i32, ""));
+        LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f64, acc, cg_mul(cg, id, D)), LLVMConstInt(cg->t_i8, 0, false),
+                        cg_i64(cg, 8 * D), 8);
+        cg_loop_end(cg, &lpz);
+        cg_loop_end(cg, &lz);
+        kept_at += nb * P;
+    }
+    /* Pass 2: each dy added in, pair by pair, in (b, p) order, in double (the
+     * ids as pass 1 checked and kept them). */
+    kept_at = 0;
+    for (int q = 0; q < n->nin; q += 2) {
+        const Node *dy = n->in[q + 1];
+        int64_t P = elems(n->in[q]);
+        LLVMValueRef mine = cg_gep(cg, cg->t_i32, last, cg_i64(cg, kept_at));
+        CgLoop lb = cg_loop_begin(cg, nb);
+        LLVMValueRef dp = cg_ex(cg, dy, lb.i);
+        CgLoop lp = cg_loop_begin(cg, P);
+        LLVMValueRef kept = cg_load(cg, cg->t_i32, mine, cg_mad(cg, lb.i, P, lp.i));
+        LLVMValueRef row = cg_mul(cg, LLVMBuildSExt(cg->b, kept, cg->t_i64, ""), D);
+        CgLoop lj = cg_loop_begin(cg, D);
+        LLVMValueRef at = cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, lj.i));
+        LLVMValueRef v =
+            fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f64, at, ""), cg_loadd(cg, dy, dp, cg_mad(cg, lp.i, D, lj.i)));
+        LLVMBuildStore(cg->b, v, at);
+        cg_loop_end(cg, &lj);
+        cg_loop_end(cg, &lp);
+        cg_loop_end(cg, &lb);
+        kept_at += nb * P;
+    }
     /* Pass 3: the named rows rounded into the result. */
-    CgLoop lo = cg_loop_begin(cg, nb * P);
+    CgLoop lo = cg_loop_begin(cg, nb * P_all);
     LLVMValueRef orow = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lo.i), cg->t_i64, ""), D);
     CgLoop lk = cg_loop_begin(cg, D);
     LLVMValueRef k = cg_add(cg, orow, lk.i);

@@ -84,12 +84,7 @@ static Node *unique(Fuse *f, Node *n) {
 /* A copy of `like` (a body node) in the model graph, on inputs `in`, before `anchor`. */
 static Node *clone_outside(Fuse *f, const Node *like, Node **in, Node *anchor) {
     Node *n = outside(f, like->op, like->span, like->nin, in, anchor, false);
-    Node keep = *n;
-    *n = *like;
-    n->id = keep.id;
-    n->graph = keep.graph;
-    n->in = keep.in;
-    n->mask = NULL;
+    node_copy_payload(n, like);
     return unique(f, infer(f, n));
 }
 
@@ -817,6 +812,9 @@ static void concat_slice_grads(Fuse *f, Graph *b) {
 
 static void fuse_scan(Fuse *f, Node *s, const FuseOptions *o) {
     Body B;
+    /* The forward before a window of truncated BPTT (schedule_windows) keeps
+     * no sequence of its steps: hoisting would make one. */
+    if (s->scan.walk_end > 0) return;
     if (!body_init(&B, f, s)) return;
     if (!o->no_sums) {
         move_sums(&B);
@@ -844,6 +842,40 @@ static void fuse_scan(Fuse *f, Node *s, const FuseOptions *o) {
     infer(f, s);
 }
 
+/* ---- embedding gradients ----------------------------------------------------------------- */
+
+/* One table read by two embeddings (the two windows of a bidirectional
+ * layer under truncated BPTT): the sum of their gradients is one
+ * embedding_grad over both pairs of ids and dy, which scatters into one set
+ * of accumulators instead of two tables' worth, added. */
+static void merge_embed_grads(Fuse *f) {
+    Graph *g = f->g;
+    int *uses = ARENA_ARRAY(f->arena, int, g->nodes.len ? g->nodes.len : 1);
+    for (int i = 0; i < g->nodes.len; i++) {
+        Node *x = g->nodes.items[i];
+        for (int k = 0; k < x->nin; k++) uses[x->in[k]->id]++;
+    }
+    for (int i = 0; i < g->grads.len; i++)
+        if (g->grads.items[i]) uses[((Node *)g->grads.items[i])->id]++;
+    for (int i = 0; i < f->n0; i++) {
+        Node *x = g->nodes.items[i];
+        if (x->op != OP_ADD) continue;
+        Node *a = x->in[0], *b = x->in[1];
+        if (a->op != OP_EMBED_GRAD || b->op != OP_EMBED_GRAD || uses[a->id] != 1 || uses[b->id] != 1 ||
+            !type_equal(&a->type, &b->type) || !type_equal(&a->type, &x->type))
+            continue;
+        Node **in = ARENA_ARRAY(f->arena, Node *, a->nin + b->nin);
+        memcpy(in, a->in, sizeof *in * (size_t)a->nin);
+        memcpy(in + a->nin, b->in, sizeof *in * (size_t)b->nin);
+        x->op = OP_EMBED_GRAD;
+        x->in = in;
+        x->nin = a->nin + b->nin;
+        ptrvec_push(f->arena, &f->dead, a);
+        ptrvec_push(f->arena, &f->dead, b);
+        f->stats.merged_embed_grads++;
+    }
+}
+
 static void fuse_init(Fuse *f, Graph *g) {
     memset(f, 0, sizeof *f);
     f->g = g;
@@ -861,6 +893,7 @@ static void add_stats(FuseStats *to, const FuseStats *s) {
     to->concats += s->concats;
     to->transposed += s->transposed;
     to->moved_products += s->moved_products;
+    to->merged_embed_grads += s->merged_embed_grads;
 }
 
 bool fuse_graph(Graph *g, const FuseOptions *o, char **error) {
@@ -873,6 +906,7 @@ bool fuse_graph(Graph *g, const FuseOptions *o, char **error) {
         Node *n = g->nodes.items[i];
         if (n->op == OP_SCAN) fuse_scan(&f, n, o);
     }
+    if (!f.error) merge_embed_grads(&f);
     if (!f.error) renumber(&f);
     if (!f.error && !graph_verify(g, stderr)) fail(&f, NULL, "the rewritten graph does not verify");
     if (f.error) {

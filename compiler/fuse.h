@@ -64,6 +64,7 @@ typedef struct FuseStats {
     int concats;            /* sums of slice gradients made concatenations */
     int transposed;         /* products in a loop that read a transposed capture, made plain */
     int moved_products;     /* per-step outputs made one product after the loop */
+    int merged_embed_grads; /* sums of two embedding gradients of one table made one scatter */
 } FuseStats;
 
 typedef struct FuseOptions {

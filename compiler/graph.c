@@ -38,6 +38,31 @@ int64_t type_elements(const Type *t) {
     return n;
 }
 
+void node_copy_payload(Node *to, const Node *from) {
+    Node keep = *to;
+    *to = *from;
+    to->id = keep.id;
+    to->graph = keep.graph;
+    to->in = keep.in;
+    to->nin = keep.nin;
+    to->mask = NULL;
+}
+
+Node *graph_add_like(Graph *g, const Node *like, int nin, Node **in) {
+    Node *n = graph_add(g, like->op, like->span, nin, in);
+    node_copy_payload(n, like);
+    return n;
+}
+
+int64_t scan_walked(const Node *scan, int64_t *first) {
+    if (scan->scan.walk_end > 0) {
+        *first = scan->scan.walk_begin;
+        return scan->scan.walk_end - scan->scan.walk_begin;
+    }
+    *first = 0;
+    return scan->in[0]->type.dims[0];
+}
+
 bool type_equal(const Type *a, const Type *b) {
     if (a->dtype != b->dtype || a->rank != b->rank || a->batched != b->batched) return false;
     for (int i = 0; i < a->rank; i++)
@@ -112,6 +137,11 @@ static void print_payload(FILE *out, const Node *n) {
         fprintf(out, " #%d", n->index);
         break;
     case OP_SCAN_STATE: fprintf(out, " #%d after %lld", n->scan_state.index, (long long)n->scan_state.after); break;
+    case OP_SCAN:
+        if (n->scan.reverse) fputs(" reverse", out);
+        if (n->scan.walk_end > 0)
+            fprintf(out, " steps [%lld, %lld)", (long long)n->scan.walk_begin, (long long)n->scan.walk_end);
+        break;
     case OP_SLICE: case OP_SLICE_GRAD: case OP_TIME_SLICE: case OP_TIME_PAD:
         fprintf(out, " [%lld, %lld]", (long long)n->slice.start, (long long)n->slice.len);
         break;

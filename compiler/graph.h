@@ -91,6 +91,7 @@ struct Node {
             bool sequences;     /* output 0 at every step (else at the last step walked) */
             bool stateful;
             int64_t keep_begin, keep_end;   /* the steps (time indices) the extra outputs keep */
+            int64_t walk_begin, walk_end;   /* the steps (time indices) walked; walk_end 0: all of them */
             const char *cell;
         } scan;
         struct { OpKind loss; bool from_logits; } loss;   /* BCE, SCE, CCE, MSE, LOSS_GRAD */
@@ -136,11 +137,19 @@ int op_arity(OpKind op);        /* -1: variadic */
 Graph *graph_new(Arena *arena, Graph *parent, const char *name);
 /* Appends a node with the given inputs; its type is left for shape_infer. */
 Node *graph_add(Graph *g, OpKind op, Span span, int nin, Node **in);
+/* `to` takes everything of `from` but its place (id, graph), its inputs and
+ * its mask: a copy of a node on other inputs, or in another graph. */
+void node_copy_payload(Node *to, const Node *from);
+/* A copy of `like` in g, on inputs in[0 .. nin). */
+Node *graph_add_like(Graph *g, const Node *like, int nin, Node **in);
 
 /* True when a scan of g carries its state from one batch to the next. */
 bool graph_is_stateful(const Graph *g);
 
 int64_t type_elements(const Type *t);   /* per example */
+/* The steps a scan walks: how many, and the time index of the first (the
+ * lowest, whichever way it walks). */
+int64_t scan_walked(const Node *scan, int64_t *first);
 bool type_equal(const Type *a, const Type *b);
 /* `f32[20, 8]` (per example), or with the batch axis as Keras shows it: `(None, 20, 8)`. */
 char *type_str(Arena *a, const Type *t);

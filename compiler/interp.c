@@ -578,6 +578,7 @@ static void ev_scan(Interp *it, Store *s, const Node *n) {
     for (int i = 0; i < nseq; i++)
         if (n->in[i]->type.rank < 1 || n->in[i]->type.dims[0] != T)
             fail(n, "sequence %d does not have %lld steps", i, (long long)T);
+    int64_t first, walked = scan_walked(n, &first);
 
     /* The state between steps, each of its initial value's type. */
     const Node **init = xcalloc((size_t)(nstate ? nstate : 1), sizeof *init);
@@ -606,9 +607,9 @@ static void ev_scan(Interp *it, Store *s, const Node *n) {
         if ((u->op != OP_SCAN_OUT && u->op != OP_SCAN_STATE) || u->in[0] != n) continue;
         if (u->op == OP_SCAN_OUT && (u->index < 1 || u->index >= nout)) fail(u, "output %d of %d", u->index, nout);
         if (u->op == OP_SCAN_STATE && (u->scan_state.index < 0 || u->scan_state.index >= nstate ||
-                                       u->scan_state.after < 0 || u->scan_state.after > T))
+                                       u->scan_state.after < 0 || u->scan_state.after > walked))
             fail(u, "state %d after %lld steps, of %d states and %lld steps", u->scan_state.index,
-                 (long long)u->scan_state.after, nstate, (long long)T);
+                 (long long)u->scan_state.after, nstate, (long long)walked);
         uses[nuse++] = u;
     }
     if (n->scan.keep_begin < 0 || n->scan.keep_end > T || n->scan.keep_begin > n->scan.keep_end)
@@ -622,8 +623,8 @@ static void ev_scan(Interp *it, Store *s, const Node *n) {
             copy_examples(it, u, val(s, u), &u->type, 0, state[u->scan_state.index], &st->type, 0, elems(u));
         }
     }
-    for (int64_t w = 0; w < T; w++) {
-        int64_t t = n->scan.reverse ? T - 1 - w : w;
+    for (int64_t w = 0; w < walked; w++) {
+        int64_t t = n->scan.reverse ? first + walked - 1 - w : first + w;
         for (int k = 0; k < bs->nnodes; k++) {
             const Node *b = body->nodes.items[k];
             if (b->op == OP_STEP_IN) {
@@ -648,7 +649,7 @@ static void ev_scan(Interp *it, Store *s, const Node *n) {
         } else if (n->scan.sequences) {
             if (elems(n) != T * elems(out)) fail(n, "the step output does not fit the sequence");
             copy_examples(it, n, val(s, n), &n->type, t * elems(out), val(bs, out), &out->type, 0, elems(out));
-        } else if (w == T - 1) {
+        } else if (w == walked - 1) {
             if (elems(n) != elems(out)) fail(n, "the step output does not fit the result");
             copy_examples(it, n, val(s, n), &n->type, 0, val(bs, out), &out->type, 0, elems(out));
         }
@@ -934,16 +935,20 @@ static int64_t nex_any(const Interp *it, const Node *n) {
 
 /* ids [...], dy [..., D] -> [V, D]: row ids[p] gets dy[p], summed */
 static void ev_embed_grad(Interp *it, Store *s, const Node *n) {
-    const Node *ids = n->in[0], *dy = n->in[1];
     if (n->type.rank != 2) fail(n, "the declared type is not [V, D]");
-    int64_t V = n->type.dims[0], D = n->type.dims[1], P = elems(ids);
-    if (P * D != elems(dy)) fail(n, "%lld ids for dy of %lld elements", (long long)P, (long long)elems(dy));
+    if (n->nin < 2 || n->nin % 2) fail(n, "%d inputs, not pairs of ids and dy", n->nin);
+    int64_t V = n->type.dims[0], D = n->type.dims[1];
     zero(it, s, n);
-    for (int64_t b = 0; b < nex_any(it, n); b++)
-        for (int64_t p = 0; p < P; p++) {
-            int64_t id = class_id(n, ex(s, ids, b)[p], V, "token id");
-            for (int64_t j = 0; j < D; j++) ex(s, n, b)[id * D + j] += ex(s, dy, b)[p * D + j];
-        }
+    for (int q = 0; q < n->nin; q += 2) {
+        const Node *ids = n->in[q], *dy = n->in[q + 1];
+        int64_t P = elems(ids);
+        if (P * D != elems(dy)) fail(n, "%lld ids for dy of %lld elements", (long long)P, (long long)elems(dy));
+        for (int64_t b = 0; b < nex_any(it, n); b++)
+            for (int64_t p = 0; p < P; p++) {
+                int64_t id = class_id(n, ex(s, ids, b)[p], V, "token id");
+                for (int64_t j = 0; j < D; j++) ex(s, n, b)[id * D + j] += ex(s, dy, b)[p * D + j];
+            }
+    }
 }
 
 /* dy [..., len] -> the declared [..., C]: dy at last-axis [start, start + len), zeros elsewhere */

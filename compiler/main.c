@@ -540,7 +540,9 @@ static int cmd_model(const Options *o, const char *cmd) {
             status = 0;
         } else {
             if (o->fused) fuse_softmax_ce(m.graph);
-            bool ok = !o->grad || (schedule_tbptt(m.graph, &m.recipe, &go, &d) && ad_backward(m.graph, &go, &d));
+            /* --fused shows the graph as compiled: the window's forward split too. */
+            bool ok = !o->grad || (schedule_tbptt(m.graph, &m.recipe, &go, &d) &&
+                                   (!o->fused || schedule_windows(m.graph, &go, &d)) && ad_backward(m.graph, &go, &d));
             char *error = NULL;
             if (ok && o->fused && !fuse_graph(m.graph, NULL, &error)) {
                 fprintf(stderr, "%s\n", error);

@@ -236,6 +236,12 @@ bool shape_infer(Node *n, const char **why) {
         if (n->scan.keep_begin < 0 || n->scan.keep_end > steps || n->scan.keep_begin > n->scan.keep_end)
             FAIL("internal: scan keeps steps [%lld, %lld) of %lld", (long long)n->scan.keep_begin,
                  (long long)n->scan.keep_end, (long long)steps);
+        /* A scan that walks some of the steps leaves only its last state and output. */
+        if (n->scan.walk_end > 0 &&
+            (n->scan.walk_begin < 0 || n->scan.walk_begin >= n->scan.walk_end || n->scan.walk_end > steps ||
+             n->scan.sequences || n->scan.keep_begin != n->scan.keep_end))
+            FAIL("internal: scan walks steps [%lld, %lld) of %lld", (long long)n->scan.walk_begin,
+                 (long long)n->scan.walk_end, (long long)steps);
         if (n->scan.nout == 0) { /* a backward scan whose inputs need no gradient: states only */
             n->type = scalar_f32();
             return true;
@@ -256,9 +262,9 @@ bool shape_infer(Node *n, const char **why) {
         Node *scan = in[0];
         if (scan->op != OP_SCAN || n->scan_state.index < 0 || n->scan_state.index >= scan->scan.nstate)
             FAIL("internal: scan_state %d of a node with %d states", n->scan_state.index, scan->scan.nstate);
-        if (n->scan_state.after < 0 || n->scan_state.after > scan->in[0]->type.dims[0])
-            FAIL("internal: state after %lld steps of %lld", (long long)n->scan_state.after,
-                 (long long)scan->in[0]->type.dims[0]);
+        int64_t first, walked = scan_walked(scan, &first);
+        if (n->scan_state.after < 0 || n->scan_state.after > walked)
+            FAIL("internal: state after %lld steps of %lld", (long long)n->scan_state.after, (long long)walked);
         n->type = scan->in[scan->scan.nseq + n->scan_state.index]->type;
         return true;
     }

@@ -145,6 +145,18 @@ static const char *const rnn_models[] = {
     "  h = gru(x, units: 3, direction: both)  p = dense(h, units: 1, activation: sigmoid)\n"
     "  loss binary_crossentropy(p, y) }\n"
     "train { bptt 4 }",
+    /* the same over an embedding: each direction's window of ids (apart) */
+    "model m { input w: i32[9]  target y: f32[1]\n"
+    "  e = embedding(w, vocab: 11, dim: 3)\n"
+    "  h = lstm(e, units: 3, direction: both)  p = dense(h, units: 1, activation: sigmoid)\n"
+    "  loss binary_crossentropy(p, y) }\n"
+    "train { bptt 4 }",
+    /* ... and with padding, the two windows overlapping */
+    "model m { input w: i32[9]  target y: f32[1]\n"
+    "  e = embedding(w, vocab: 11, dim: 3, mask_zero: true)\n"
+    "  h = gru(e, units: 3, direction: both)  p = dense(h, units: 1, activation: sigmoid)\n"
+    "  loss binary_crossentropy(p, y) }\n"
+    "train { bptt 5 }",
 };
 
 /* Every example of examples/, the costliest last. */

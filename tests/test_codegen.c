@@ -55,7 +55,8 @@ static bool load(Loaded *l, const char *text, const char *path, int64_t batch) {
     ElabOptions o = {.batch = batch};
     GradOptions go;
     bool ok = l->prog && l->diags.errors == 0 && elab_model(l->prog, NULL, &o, &l->arena, &l->model, &l->diags) &&
-              schedule_tbptt(l->model.graph, &l->model.recipe, &go, &l->diags);
+              schedule_tbptt(l->model.graph, &l->model.recipe, &go, &l->diags) &&
+              schedule_windows(l->model.graph, &go, &l->diags);
     /* A model without a loss (imdb_stack: an inference benchmark) is compared forward only. */
     ok = ok && (!l->model.graph->loss || ad_backward(l->model.graph, &go, &l->diags));
     if (!ok) {

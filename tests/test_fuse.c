@@ -90,6 +90,7 @@ typedef struct Passes {
     bool full_backprop;     /* ignore the train block's bptt window */
     int64_t steps;          /* ElabOptions.steps: 0, as declared */
     bool bias_sums;         /* FuseOptions.bias_sums */
+    bool windows;           /* schedule_windows before autodiff */
 } Passes;
 
 typedef struct Loaded {
@@ -98,6 +99,7 @@ typedef struct Loaded {
     Diags diags;
     Model model;
     FuseStats stats;
+    bool stats_windows;     /* schedule_windows split a scan */
 } Loaded;
 
 static void load(Loaded *l, const char *text, const char *path, int64_t batch, Passes how) {
@@ -118,6 +120,11 @@ static void load(Loaded *l, const char *text, const char *path, int64_t batch, P
     ok = ok && schedule_tbptt(l->model.graph, &l->model.recipe, &go, &l->diags);
     if (ok && how.softmax_ce && how.softmax_late) l->stats.softmax_ce = fuse_softmax_ce(l->model.graph);
     if (how.full_backprop) go.window = 0;
+    if (ok && how.windows) {
+        int before = l->model.graph->nodes.len;
+        ok = schedule_windows(l->model.graph, &go, &l->diags);
+        l->stats_windows = l->model.graph->nodes.len != before;
+    }
     ok = ok && (!l->model.graph->loss || ad_backward(l->model.graph, &go, &l->diags));
     if (!ok) {
         char *s = diag_render(&l->diags);
@@ -176,12 +183,14 @@ static bool reads_state(const Node *x) {
     return false;
 }
 
-/* Matmuls inside scan bodies that need no carried state. */
+/* Matmuls inside scan bodies that need no carried state (but in the forward
+ * before a window of truncated BPTT, which keeps its projection in the loop:
+ * hoisted, it would be stored for every step). */
 static int loop_invariant_matmuls(const Graph *g) {
     int n = 0;
     for (int i = 0; i < g->nodes.len; i++) {
         const Node *s = g->nodes.items[i];
-        if (s->op != OP_SCAN) continue;
+        if (s->op != OP_SCAN || s->scan.walk_end > 0) continue;
         for (int k = 0; k < s->scan.body->nodes.len; k++) {
             const Node *x = s->scan.body->nodes.items[k];
             if ((x->op == OP_MATMUL || x->op == OP_MATMUL_T) && !reads_state(x)) n++;
@@ -277,7 +286,7 @@ static double equivalent(const char *text, const char *path, int64_t batch, Pass
     return worst;
 }
 
-static const Passes all_passes = {.softmax_ce = true, .graph = true};
+static const Passes all_passes = {.softmax_ce = true, .graph = true, .windows = true};
 static const Passes graph_passes = {.graph = true};
 
 /* ---- generated code after the passes ---------------------------------------------------- */
@@ -615,6 +624,59 @@ START_TEST(epilogue_takes_the_gates) {
 }
 END_TEST
 
+/* Truncated BPTT (`bptt 4`) through whole sequences: the forward before the
+ * window is a scan of its own that keeps nothing, so no value but the
+ * inputs grows with the sequence, 9 steps or 60, one direction or two. */
+START_TEST(window_memory_bounded) {
+    const char *text = "model m { input w: i32[%d]  target y: f32[1]\n"
+                       "  e = embedding(w, vocab: 11, dim: 3)\n"
+                       "  h = lstm(e, units: 3, direction: %s)  p = dense(h, units: 1, activation: sigmoid)\n"
+                       "  loss binary_crossentropy(p, y) }\n"
+                       "train { bptt 4 }";
+    for (int both = 0; both < 2; both++) {
+        Loaded l[2];
+        CgModule *m[2];
+        for (int k = 0; k < 2; k++) {
+            char model[512];
+            snprintf(model, sizeof model, text, k ? 60 : 9, both ? "both" : "forward");
+            load(&l[k], model, NULL, 2, all_passes);
+            ck_assert(l[k].stats_windows);
+            const Graph *g = l[k].model.graph;
+            int walkers = 0;
+            for (int i = 0; i < g->nodes.len; i++) {
+                const Node *n = g->nodes.items[i];
+                walkers += n->op == OP_SCAN && n->scan.walk_end > 0;
+                if (n->op != OP_INPUT && n->type.batched && n->type.rank >= 2) /* [steps, features] */
+                    ck_assert_msg(n->type.dims[0] <= 4, "%s node %d has %lld steps", op_name(n->op), i,
+                                  (long long)n->type.dims[0]);
+            }
+            ck_assert_int_eq(walkers, both ? 2 : 1);
+            /* Both directions' lookups scatter into one embedding gradient. */
+            if (both) ck_assert_int_eq(l[k].stats.merged_embed_grads, 1);
+            char *err = NULL;
+            m[k] = cg_lower(g, g->name, &err);
+            ck_assert_msg(m[k] != NULL, "%s", err ? err : "?");
+        }
+        const Graph *g0 = l[0].model.graph, *g1 = l[1].model.graph;
+        const CgPlan *p0 = cg_plan(m[0]), *p1 = cg_plan(m[1]);
+        ck_assert_int_eq(g0->nodes.len, g1->nodes.len);
+        int64_t grown = 0;
+        for (int i = 0; i < g0->nodes.len; i++) {
+            const Node *a = g0->nodes.items[i], *b = g1->nodes.items[i];
+            ck_assert_int_eq(a->op, b->op);
+            if (a->op == OP_INPUT) grown += (p1->graphs[0].bytes[i] + CG_ALIGN - 1) / CG_ALIGN * CG_ALIGN -
+                                            (p0->graphs[0].bytes[i] + CG_ALIGN - 1) / CG_ALIGN * CG_ALIGN;
+            else ck_assert_int_eq(p0->graphs[0].bytes[i], p1->graphs[0].bytes[i]);
+        }
+        ck_assert_int_eq(p1->slab_bytes - p0->slab_bytes, grown);
+        for (int k = 0; k < 2; k++) {
+            cg_free(m[k]);
+            unload(&l[k]);
+        }
+    }
+}
+END_TEST
+
 static Suite *fuse_suite(void) {
     Suite *s = suite_create("fuse");
     TCase *eq = tcase_create("equivalence");
@@ -630,6 +692,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(st, dropout_masks_keep_their_ids);
     tcase_add_test(st, softmax_ce_fused);
     tcase_add_test(st, softmax_ce_large_logits);
+    tcase_add_test(st, window_memory_bounded);
     suite_add_tcase(s, st);
     TCase *cg = tcase_create("generated");
     tcase_set_timeout(cg, 600);

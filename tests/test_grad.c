@@ -39,6 +39,7 @@ static bool load_as(Loaded *l, const char *text, const char *path, int64_t batch
     /* Finite differences see every step: check the untruncated gradient (the
      * truncated one is checked against a graph holding the state fixed). */
     if (full_backprop) go.window = 0;
+    else ok = ok && schedule_windows(l->model.graph, &go, &l->diags);
     ok = ok && ad_backward(l->model.graph, &go, &l->diags);
     if (!ok) {
         char *s = diag_render(&l->diags);
