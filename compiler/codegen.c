@@ -938,6 +938,38 @@ static LLVMValueRef lower_epilogue(Cg *cg, int gi, const Node *product, const Cg
     return cg->fn;
 }
 
+/* A model graph with a loss computes what its loss, metrics, gradients and
+ * state updates read; nothing else (a softmax output under a loss fused with
+ * it, which only predictions read, and those run the inference variant).
+ * The nodes nothing of those reads are marked. */
+static void mark_unread(const Graph *g, bool *unread) {
+    int n = g->nodes.len;
+    bool *need = calloc((size_t)n + 1, sizeof *need);
+    if (!need) return; /* then everything runs */
+    const Node *roots[4096];
+    int nroots = 0;
+    roots[nroots++] = g->loss;
+    for (int i = 0; i < g->metrics.len && nroots < 4096; i++) roots[nroots++] = g->metrics.items[i];
+    for (int i = 0; i < g->grads.len && nroots < 4096; i++)
+        if (g->grads.items[i]) roots[nroots++] = g->grads.items[i];
+    for (int i = 0; i < g->updates.len && nroots < 4096; i++) roots[nroots++] = ((Update *)g->updates.items[i])->value;
+    if (nroots == 4096) {
+        free(need);
+        return;
+    }
+    for (int i = 0; i < nroots; i++)
+        if (roots[i]->graph == g) need[roots[i]->id] = true;
+    for (int i = n - 1; i >= 0; i--) {
+        const Node *x = g->nodes.items[i];
+        /* A scan writes the extra outputs and states its readers take. */
+        if ((x->op == OP_SCAN_OUT || x->op == OP_SCAN_STATE) && need[i]) need[x->in[0]->id] = true;
+        if (!need[i]) continue;
+        for (int k = 0; k < x->nin; k++) need[x->in[k]->id] = true;
+    }
+    for (int i = 0; i < n; i++) unread[i] = !need[i];
+    free(need);
+}
+
 static void lower_graph(Cg *cg, const Graph *g) {
     int gi = graph_index(cg, g);
     if (gi < 0) {
@@ -954,6 +986,10 @@ static void lower_graph(Cg *cg, const Graph *g) {
     if (!taken) {
         cg_fail(cg, NULL, "out of memory");
         return;
+    }
+    if (!g->parent && g->loss) {
+        mark_unread(g, taken);
+        for (int i = 0; i < g->nodes.len; i++) cg->stats.unread += taken[i] && cg_has_code(((Node *)g->nodes.items[i])->op);
     }
     for (int i = 0; i < g->nodes.len && !cg->error; i++) {
         if (taken[i]) continue;
@@ -1001,7 +1037,6 @@ static void declare_runtime(Cg *cg) {
     LLVMTypeRef f32 = cg->t_f32, f64 = cg->t_f64;
     cg->logf = declare(cg, "logf", f32, &f32, 1);
     cg->log = declare(cg, "log", f64, &f64, 1);
-    cg->log1p = declare(cg, "log1p", f64, &f64, 1);
     LLVMTypeRef f64x2[2] = {f64, f64};
     cg->pow = declare(cg, "pow", f64, f64x2, 2);
     cg->sqrtf = declare(cg, "llvm.sqrt.f32", f32, &f32, 1);

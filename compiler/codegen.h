@@ -124,6 +124,7 @@ typedef struct CgStats {
     int epilogue_nodes;     /* the nodes those kernels computed, the products included */
     int largest_epilogue;   /* the nodes of the largest one */
     int chains;             /* runs of elementwise nodes as one loop */
+    int unread;             /* nodes of a model with a loss that nothing the step must produce reads: not computed */
 } CgStats;
 
 typedef struct CgModule CgModule;
@@ -225,7 +226,7 @@ typedef struct Cg {
     LLVMBuilderRef b;
     LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
     LLVMTypeRef t_node;         /* void (ptr slab, i32 training, i64 seed) */
-    CgFn logf, log, log1p, pow, sqrtf, sqrt, fabs, trap, dropout, parallel;
+    CgFn logf, log, pow, sqrtf, sqrt, fabs, trap, dropout, parallel;
     const CgPlan *plan;
     int64_t batch;
     /* The width of the values an elementwise rule builds: 1 (scalars), or a
@@ -387,6 +388,7 @@ LLVMValueRef cg_fma(Cg *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc);
 /* codegen_math.c: mathf.h's functions on scalars or cg->lanes vectors. */
 LLVMValueRef cg_expf(Cg *cg, LLVMValueRef x);
 LLVMValueRef cg_exp(Cg *cg, LLVMValueRef x);      /* double */
+LLVMValueRef cg_log1p_unit(Cg *cg, LLVMValueRef x);  /* double, x in [0, 1] */
 LLVMValueRef cg_tanhf(Cg *cg, LLVMValueRef x);
 LLVMValueRef cg_fabsf(Cg *cg, LLVMValueRef x);
 

@@ -1,4 +1,4 @@
-/* exp and tanh in f32, and exp in double, as IR on scalars or vectors of cg->lanes: mathf.c's
+/* exp and tanh in f32, and exp and log1p (on [0, 1]) in double, as IR on scalars or vectors of cg->lanes: mathf.c's
  * operations in mathf.c's order (that file is the specification), so the
  * generated code and the interpreter's f32 mode agree bit for bit, and a
  * vector of 16 lanes costs about what one libm call did. */
@@ -86,4 +86,22 @@ LLVMValueRef cg_exp(Cg *cg, LLVMValueRef x) {
     LLVMValueRef n1 = LLVMBuildSDiv(b, ni, ci64(cg, 2), ""), n2 = LLVMBuildSub(b, ni, n1, "");
     LLVMValueRef out = LLVMBuildFMul(b, LLVMBuildFMul(b, p, pow2d(cg, n1), ""), pow2d(cg, n2), "");
     return sel(cg, nan, x, out);
+}
+
+LLVMValueRef cg_log1p_unit(Cg *cg, LLVMValueRef x) {
+    LLVMBuilderRef b = cg->b;
+    LLVMValueRef one = cg_f64(cg, 1.0);
+    LLVMValueRef u = LLVMBuildFAdd(b, one, x, "");
+    LLVMValueRef c = LLVMBuildFDiv(b, LLVMBuildFSub(b, x, LLVMBuildFSub(b, u, one, ""), ""), u, "");
+    LLVMValueRef big = LLVMBuildFCmp(b, LLVMRealOGT, u, cg_f64(cg, SEQC_SQRT2_D), "");
+    LLVMValueRef m = sel(cg, big, LLVMBuildFMul(b, u, cg_f64(cg, 0.5), ""), u);
+    LLVMValueRef k = sel(cg, big, one, cg_f64(cg, 0.0));
+    LLVMValueRef f = LLVMBuildFSub(b, m, one, "");
+    LLVMValueRef s = LLVMBuildFDiv(b, f, LLVMBuildFAdd(b, cg_f64(cg, 2.0), f, ""), "");
+    LLVMValueRef z = LLVMBuildFMul(b, s, s, "");
+    LLVMValueRef p = cg_f64(cg, seqc_atanh_coefficient(SEQC_ATANH_TERMS - 1));
+    for (int i = SEQC_ATANH_TERMS - 2; i >= 1; i--) p = fma3(cg, p, z, cg_f64(cg, seqc_atanh_coefficient(i)));
+    LLVMValueRef log_m = fma3(cg, LLVMBuildFMul(b, s, z, ""), p, LLVMBuildFMul(b, cg_f64(cg, 2.0), s, ""));
+    LLVMValueRef small = LLVMBuildFAdd(b, log_m, c, "");
+    return fma3(cg, k, cg_f64(cg, SEQC_LN2_HI_D), fma3(cg, k, cg_f64(cg, SEQC_LN2_LO_D), small));
 }

@@ -632,7 +632,7 @@ static LLVMValueRef bce(Cg *cg, LLVMValueRef p, LLVMValueRef y, bool logits) {
     LLVMValueRef one = cg_f64(cg, 1), eps = cg_f64(cg, KERAS_EPSILON), zero = cg_f64(cg, 0);
     if (logits) {
         LLVMValueRef relu = sel(cg, fcmp(cg, LLVMRealOGT, p, zero), p, zero);
-        LLVMValueRef soft = cg_call1(cg, cg->log1p, cg_exp(cg, LLVMBuildFNeg(cg->b, cg_call1(cg, cg->fabs, p), "")));
+        LLVMValueRef soft = cg_log1p_unit(cg, cg_exp(cg, LLVMBuildFNeg(cg->b, cg_call1(cg, cg->fabs, p), "")));
         return fadd(cg, fsub(cg, relu, fmul(cg, p, y)), soft);
     }
     LLVMValueRef q = clip_probability(cg, p);
@@ -752,6 +752,10 @@ static void emit_loss(Cg *cg, const Node *n) {
         accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, terms_here, lr.i));
         cg_loop_end(cg, &lr);
     } else {
+        /* The terms in a loop of their own, which runs on vectors, then
+         * their sum in order (a long one term by term, as it comes). */
+        bool buffered = R <= MAX_ROW_SCRATCH;
+        LLVMValueRef buf = buffered ? cg_stack_array(cg, cg->t_f64, R) : NULL;
         CgLoop lb = cg_loop_begin(cg, nex(cg, p));
         LLVMValueRef pp = cg_ex(cg, p, lb.i), yp = cg_ex(cg, y, lb.i);
         CgLoop li = cg_loop_begin(cg, P);
@@ -762,9 +766,15 @@ static void emit_loss(Cg *cg, const Node *n) {
             LLVMValueRef d = fsub(cg, cg_loadd(cg, p, pp, li.i), cg_loadd(cg, y, yp, li.i));
             v = fmul(cg, d, d);
         }
-        accumulate(cg, cg->t_f64, sum, v);
+        if (buffered) cg_store(cg, cg->t_f64, buf, cg_mad(cg, lb.i, P, li.i), v);
+        else accumulate(cg, cg->t_f64, sum, v);
         cg_loop_end(cg, &li);
         cg_loop_end(cg, &lb);
+        if (buffered) {
+            CgLoop lr = cg_loop_begin(cg, R);
+            accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, buf, lr.i));
+            cg_loop_end(cg, &lr);
+        }
     }
     cg_stored_as_f32(cg, cg_base(cg, n), cg_i64(cg, 0), fdiv(cg, cg_get(cg, cg->t_f64, sum), cg_f64(cg, (double)R)));
 }

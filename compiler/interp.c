@@ -688,7 +688,7 @@ static double clip_probability(double p) {
 static bool unclipped(double p) { return p >= KERAS_EPSILON && p <= 1 - KERAS_EPSILON; }
 
 static double bce(double p, double y, bool logits) {
-    if (logits) return (p > 0 ? p : 0.0) - p * y + log1p(seqc_exp(-fabs(p)));
+    if (logits) return (p > 0 ? p : 0.0) - p * y + seqc_log1p_unit(seqc_exp(-fabs(p)));
     double q = clip_probability(p);
     return -(y * log(q + KERAS_EPSILON) + (1 - y) * log(1 - q + KERAS_EPSILON));
 }

@@ -73,3 +73,19 @@ double seqc_exp(double x) {
     int64_t ni = (int64_t)n, n1 = ni / 2, n2 = ni - n1;
     return p * pow2d(n1) * pow2d(n2);
 }
+
+double seqc_atanh_coefficient(int k) { return 2.0 / (double)(2 * k + 1); }
+
+double seqc_log1p_unit(double x) {
+    double u = 1.0 + x;
+    double c = (x - (u - 1.0)) / u;    /* what rounding 1 + x lost, relative */
+    int big = u > SEQC_SQRT2_D;
+    double m = big ? u * 0.5 : u, k = big ? 1.0 : 0.0;
+    double f = m - 1.0;
+    double s = f / (2.0 + f), z = s * s;
+    double p = seqc_atanh_coefficient(SEQC_ATANH_TERMS - 1);
+    for (int i = SEQC_ATANH_TERMS - 2; i >= 1; i--) p = fma(p, z, seqc_atanh_coefficient(i));
+    /* 2s + s z p, then k ln 2 in two parts, the small terms first */
+    double log_m = fma(s * z, p, 2.0 * s);
+    return fma(k, SEQC_LN2_HI_D, fma(k, SEQC_LN2_LO_D, log_m + c));
+}

@@ -20,6 +20,14 @@ float seqc_tanhf(float x);
  * the generated code instead of a call of libm's exp per class score. */
 double seqc_exp(double x);
 double seqc_exp_coefficient(int k);     /* 1/k!, the polynomial's coefficients */
+/* log(1 + x) in double for x in [0, 1] (softplus of a loss from logits,
+ * log1p(exp(-|z|))): within 2.5 ulp of the exact value there; NaN gives NaN.
+ * 1 + x = 2^k m with m in [sqrt(1/2), sqrt(2)], log m = 2 atanh(s) with
+ * s = (m - 1) / (m + 1), |s| <= 0.172, as its series to s^25; the rounding
+ * of 1 + x is added back as (x - (u - 1)) / u. Inline in the generated code
+ * instead of a call of libm's log1p per element. */
+double seqc_log1p_unit(double x);
+double seqc_atanh_coefficient(int k);   /* 2 / (2k + 1), the series' coefficients */
 
 /* The constants both implementations use. */
 #define SEQC_EXP_LO (-104.0f)   /* below: 0 (after two scalings by 2^-75) */
@@ -41,6 +49,8 @@ double seqc_exp_coefficient(int k);     /* 1/k!, the polynomial's coefficients *
 #define SEQC_LN2_HI_D 6.93147180369123816490e-01 /* ln 2 in two parts, the first with trailing zeros */
 #define SEQC_LN2_LO_D 1.90821492927058770002e-10
 #define SEQC_EXPD_DEGREE 13                     /* terms r^k / k! for k <= 13 */
+#define SEQC_SQRT2_D 1.41421356237309504880
+#define SEQC_ATANH_TERMS 12                     /* 2 s^(2k+1) / (2k+1) for k < 12 */
 #define SEQC_TANH_SMALL 0.625f  /* below: the odd polynomial; above: from exp(2|x|) */
 #define SEQC_TANH_P0 (-5.70498872745e-3f)
 #define SEQC_TANH_P1 2.06390887954e-2f

@@ -677,6 +677,31 @@ START_TEST(window_memory_bounded) {
 }
 END_TEST
 
+/* Under a loss fused with its softmax, the softmax output is read only by
+ * predictions, which run the inference variant: the training step does not
+ * compute it, unless a metric reads it. */
+START_TEST(unread_output_not_computed) {
+    const char *texts[2] = {"model m { input x: f32[3]  target y: i32[]\n"
+                            "  p = dense(x, units: 5, activation: softmax)\n"
+                            "  loss sparse_categorical_crossentropy(p, y) }",
+                            "model m { input x: f32[3]  target y: i32[]\n"
+                            "  p = dense(x, units: 5, activation: softmax)\n"
+                            "  loss sparse_categorical_crossentropy(p, y)  metric accuracy(p, y) }"};
+    for (int k = 0; k < 2; k++) {
+        Loaded l;
+        load(&l, texts[k], NULL, 2, all_passes);
+        ck_assert_int_eq(l.stats.softmax_ce, 1);
+        char *err = NULL;
+        CgModule *m = cg_lower(l.model.graph, "m", &err);
+        ck_assert_msg(m != NULL, "%s", err ? err : "?");
+        ck_assert_int_eq(cg_stats(m)->unread, k == 0 ? 1 : 0);
+        cg_free(m);
+        unload(&l);
+        generated_agrees(texts[k], NULL, 2, all_passes, k == 0 ? "unread softmax" : "softmax read by a metric");
+    }
+}
+END_TEST
+
 static Suite *fuse_suite(void) {
     Suite *s = suite_create("fuse");
     TCase *eq = tcase_create("equivalence");
@@ -693,6 +718,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(st, softmax_ce_fused);
     tcase_add_test(st, softmax_ce_large_logits);
     tcase_add_test(st, window_memory_bounded);
+    tcase_add_test(st, unread_output_not_computed);
     suite_add_tcase(s, st);
     TCase *cg = tcase_create("generated");
     tcase_set_timeout(cg, 600);
