@@ -350,6 +350,25 @@ static void grad_scan(AD *a, Node *s) {
         h->index = 1 + i;
         hist[i] = emit(h);
     }
+    /* ... and each step's recurrent products (a matmul of a value computed
+     * from a carried state: h @ U), which the backward step then reads
+     * instead of computing again: B x N floats a step against a product
+     * (and its wait for the threads) inside the backward loop. */
+    Node *prod_fwd[16], *prod_kept[16];
+    int nprod = 0;
+    bool *from_state = ARENA_ARRAY(arena, bool, fb->nodes.len ? fb->nodes.len : 1);
+    for (int i = 0; i < fb->nodes.len; i++) {
+        Node *f = fb->nodes.items[i];
+        from_state[i] = f->op == OP_STATE_IN;
+        for (int k = 0; k < f->nin && !from_state[i]; k++) from_state[i] = from_state[f->in[k]->id];
+        if (f->op != OP_MATMUL || !from_state[f->in[0]->id] || nprod == 16) continue;
+        ptrvec_push(arena, &fb->outputs, f);
+        Node *k = node(a, OP_SCAN_OUT, 1, &s);
+        k->index = 1 + nst + nprod;
+        s->scan.nout++;
+        prod_fwd[nprod] = f;
+        prod_kept[nprod++] = emit(k);
+    }
 
     /* The backward step's inputs: the forward sequences and history over the
      * window, and the gradient of each step's output. */
@@ -381,6 +400,9 @@ static void grad_scan(AD *a, Node *s) {
     for (int i = 0; i < nst; i++)
         ph[i] = placeholder(gb, OP_STEP_IN, nseq + i, &s->in[nseq + i]->type, s->span, "state before the step");
     Node *pdy = placeholder(gb, OP_STEP_IN, nseq + nst, &step_out, s->span, "grad of the step's output");
+    Node *pprod[16];
+    for (int j = 0; j < nprod; j++)
+        pprod[j] = placeholder(gb, OP_STEP_IN, nseq + nst + 1 + j, &prod_fwd[j]->type, s->span, "a recurrent product");
     for (int i = 0; i < nst; i++)
         pcarry[i] = placeholder(gb, OP_STATE_IN, i, &s->in[nseq + i]->type, s->span, "grad of the state after the step");
     for (int k = 0; k < ncap; k++)
@@ -418,6 +440,16 @@ static void grad_scan(AD *a, Node *s) {
         accum(&b, target, seed);
     }
     walk(&b);
+    /* The recomputed step reads the products kept: a matmul's gradient
+     * reads its operands, never its value, so the clones are left unread. */
+    for (int j = 0; j < nprod; j++) {
+        Node *clone = map[prod_fwd[j]->id];
+        for (int i = 0; i < gb->nodes.len; i++) {
+            Node *x = gb->nodes.items[i];
+            for (int k = 0; k < x->nin; k++)
+                if (x->in[k] == clone) x->in[k] = pprod[j];
+        }
+    }
 
     for (int i = 0; i < nst; i++) {
         Node *d = b.grad[ph[i]->id];
@@ -438,11 +470,12 @@ static void grad_scan(AD *a, Node *s) {
     }
 
     /* The backward scan, walking the window the other way. */
-    Node *gin[64 + 64 + 1 + 192 + 128];
+    Node *gin[64 + 64 + 1 + 16 + 192 + 128];
     int nin = 0;
     for (int i = 0; i < nseq; i++) gin[nin++] = time_slice(a, s->in[i], begin, w);
     for (int i = 0; i < nst; i++) gin[nin++] = hist[i];
     gin[nin++] = dyw;
+    for (int j = 0; j < nprod; j++) gin[nin++] = prod_kept[j];
     for (int i = 0; i < nst; i++) {
         Node *d = a->scan_dstate[s->id][i];
         gin[nin++] = d ? d : zeros(a, &s->in[nseq + i]->type);
@@ -452,7 +485,7 @@ static void grad_scan(AD *a, Node *s) {
     for (int k = 0; k < ncap; k++) gin[nin++] = s->in[nseq + nst + k];
     Node *gs = node(a, OP_SCAN, nin, gin);
     gs->scan.body = gb;
-    gs->scan.nseq = nseq + nst + 1;
+    gs->scan.nseq = nseq + nst + 1 + nprod;
     gs->scan.nstate = ncarry;
     gs->scan.ncapture = ncap;
     gs->scan.nout = nout;
