@@ -29,7 +29,9 @@
  * libm's logf; no fast-math, no FMA contraction). Matrix products sum in f32, one fused multiply-add
  * per term in order (codegen_gemm.c), as the interpreter's f32 mode does.
  * Other reductions (sums, means, softmax denominators, batchnorm statistics)
- * accumulate in double and round once, as the interpreter does. Formulas that cancel are computed in double
+ * accumulate in double and round once, as the interpreter does (a row's sum
+ * of exps in 8 partial sums, term c into partial c mod 8, added in order at
+ * the end: one vector of double). Formulas that cancel are computed in double
  * and rounded once: activation gradients (1 - y*y near saturation), the
  * softmax gradient, batchnorm's normalization (x - mean), and the losses and
  * their gradients (Keras' epsilon 1e-7 is below f32's resolution near 1:

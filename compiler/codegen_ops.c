@@ -231,6 +231,61 @@ static LLVMValueRef row_example(Cg *cg, const Node *x, LLVMValueRef row, int64_t
 
 /* ---- structure ----------------------------------------------------------------------- */
 
+/* Rows of classes are summed in SUM_LANES partial sums, term c into partial
+ * c mod SUM_LANES, the partials then added in order (interp.c's lane_total):
+ * one vector of double, whatever the machine's vectors. */
+#define SUM_LANES 8
+
+/* The sum of the n floats or doubles (elem) at p[start ..]. */
+static LLVMValueRef lane_sum(Cg *cg, LLVMTypeRef elem, LLVMValueRef p, LLVMValueRef start, int64_t n) {
+    LLVMTypeRef vd = LLVMVectorType(cg->t_f64, SUM_LANES), ve = LLVMVectorType(elem, SUM_LANES);
+    bool f32 = elem == cg->t_f32;
+    LLVMValueRef acc = cg_local(cg, vd, LLVMConstNull(vd));
+    CgLoop l = cg_loop_begin(cg, n / SUM_LANES);
+    LLVMValueRef v = LLVMBuildLoad2(cg->b, ve, cg_gep(cg, elem, p, cg_add(cg, start, cg_mul(cg, l.i, SUM_LANES))), "");
+    LLVMSetAlignment(v, 4);
+    if (f32) v = LLVMBuildFPExt(cg->b, v, vd, "");
+    cg_set(cg, acc, fadd(cg, cg_get(cg, vd, acc), v));
+    cg_loop_end(cg, &l);
+    LLVMValueRef a = cg_get(cg, vd, acc);
+    for (int64_t j = 0; j < n % SUM_LANES; j++) {
+        LLVMValueRef lane = LLVMConstInt(cg->t_i32, (unsigned long long)j, false);
+        LLVMValueRef x = cg_load(cg, elem, p, cg_add(cg, start, cg_i64(cg, n / SUM_LANES * SUM_LANES + j)));
+        if (f32) x = LLVMBuildFPExt(cg->b, x, cg->t_f64, "");
+        a = LLVMBuildInsertElement(cg->b, a, fadd(cg, LLVMBuildExtractElement(cg->b, a, lane, ""), x), lane, "");
+    }
+    LLVMValueRef total = LLVMBuildExtractElement(cg->b, a, LLVMConstInt(cg->t_i32, 0, false), "");
+    for (int j = 1; j < SUM_LANES; j++)
+        total = fadd(cg, total, LLVMBuildExtractElement(cg->b, a, LLVMConstInt(cg->t_i32, (unsigned long long)j, false), ""));
+    return total;
+}
+
+/* The largest of the n floats at p[start ..], on vectors: the value the
+ * interpreter's scan in order finds, but for a row holding NaN, whose sum of
+ * exps is NaN either way. */
+static LLVMValueRef row_max_f32(Cg *cg, LLVMValueRef p, LLVMValueRef start, int64_t n) {
+    LLVMTypeRef vf = LLVMVectorType(cg->t_f32, SUM_LANES);
+    LLVMValueRef first = cg_load(cg, cg->t_f32, p, start);
+    LLVMValueRef acc = cg_local(cg, vf, NULL);
+    cg_set(cg, acc, cg_broadcast(cg, first, SUM_LANES));
+    CgLoop l = cg_loop_begin(cg, n / SUM_LANES);
+    LLVMValueRef v = LLVMBuildLoad2(cg->b, vf, cg_gep(cg, cg->t_f32, p, cg_add(cg, start, cg_mul(cg, l.i, SUM_LANES))), "");
+    LLVMSetAlignment(v, 4);
+    LLVMValueRef m = cg_get(cg, vf, acc);
+    cg_set(cg, acc, sel(cg, fcmp(cg, LLVMRealOGT, v, m), v, m));
+    cg_loop_end(cg, &l);
+    LLVMValueRef a = cg_get(cg, vf, acc), best = first;
+    for (int j = 0; j < SUM_LANES; j++) {
+        LLVMValueRef x = LLVMBuildExtractElement(cg->b, a, LLVMConstInt(cg->t_i32, (unsigned long long)j, false), "");
+        best = sel(cg, fcmp(cg, LLVMRealOGT, x, best), x, best);
+    }
+    for (int64_t j = n / SUM_LANES * SUM_LANES; j < n; j++) {
+        LLVMValueRef x = cg_load(cg, cg->t_f32, p, cg_add(cg, start, cg_i64(cg, j)));
+        best = sel(cg, fcmp(cg, LLVMRealOGT, x, best), x, best);
+    }
+    return best;
+}
+
 /* x [..., C] -> [..., C], each row exp(x - max) / sum */
 static void emit_softmax(Cg *cg, const Node *n) {
     const Node *x = n->in[0];
@@ -240,20 +295,21 @@ static void emit_softmax(Cg *cg, const Node *n) {
     LLVMValueRef mx = cg_local(cg, cg->t_f32, NULL), sum = cg_local(cg, cg->t_f64, NULL), r;
     LLVMValueRef xp = row_example(cg, x, rp.row, rows, &r), op = row_example(cg, n, rp.row, rows, &r);
     LLVMValueRef row = cg_mul(cg, r, C);
-    cg_set(cg, mx, cg_loadf(cg, x, xp, row));
-    cg_set(cg, sum, cg_f64(cg, 0));
+    if (x->type.dtype == DT_F32) {
+        cg_set(cg, mx, row_max_f32(cg, xp, row, C));
+    } else {
+        cg_set(cg, mx, cg_loadf(cg, x, xp, row));
+        CgLoop lm = cg_loop_begin(cg, C);
+        LLVMValueRef v = cg_loadf(cg, x, xp, cg_add(cg, row, lm.i)), m = cg_get(cg, cg->t_f32, mx);
+        cg_set(cg, mx, sel(cg, fcmp(cg, LLVMRealOGT, v, m), v, m));
+        cg_loop_end(cg, &lm);
+    }
+    /* The exps in a loop of their own (it runs on vectors), then their sum. */
     CgLoop lc = cg_loop_begin(cg, C);
-    LLVMValueRef v = cg_loadf(cg, x, xp, cg_add(cg, row, lc.i)), m = cg_get(cg, cg->t_f32, mx);
-    cg_set(cg, mx, sel(cg, fcmp(cg, LLVMRealOGT, v, m), v, m));
-    cg_loop_end(cg, &lc);
-    /* The exps in a loop of their own (it runs on vectors), then their sum in order. */
-    lc = cg_loop_begin(cg, C);
     LLVMValueRef i = cg_add(cg, row, lc.i);
     cg_storef(cg, op, i, cg_expf(cg, fsub(cg, cg_loadf(cg, x, xp, i), cg_get(cg, cg->t_f32, mx))));
     cg_loop_end(cg, &lc);
-    lc = cg_loop_begin(cg, C);
-    accumulate(cg, cg->t_f64, sum, to_f64(cg, cg_loadf(cg, n, op, cg_add(cg, row, lc.i))));
-    cg_loop_end(cg, &lc);
+    cg_set(cg, sum, lane_sum(cg, cg->t_f32, op, row, C));
     lc = cg_loop_begin(cg, C);
     i = cg_add(cg, row, lc.i);
     cg_stored_as_f32(cg, op, i, fdiv(cg, to_f64(cg, cg_loadf(cg, n, op, i)), cg_get(cg, cg->t_f64, sum)));
@@ -660,30 +716,40 @@ static LLVMValueRef class_score(Cg *cg, const Node *p, LLVMValueRef pp, LLVMValu
 #define MAX_ROW_SCRATCH (128 * 1024)
 
 static LLVMValueRef logsumexp(Cg *cg, const Node *p, LLVMValueRef pp, LLVMValueRef row, int64_t C, bool logits) {
-    LLVMValueRef mx = cg_local(cg, cg->t_f64, class_score(cg, p, pp, row, logits));
-    CgLoop lc = cg_loop_begin(cg, C);
-    LLVMValueRef q = class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m = cg_get(cg, cg->t_f64, mx);
-    cg_set(cg, mx, sel(cg, fcmp(cg, LLVMRealOGT, q, m), q, m));
-    cg_loop_end(cg, &lc);
-    LLVMValueRef sum = cg_local(cg, cg->t_f64, cg_f64(cg, 0));
-    LLVMValueRef m2 = cg_get(cg, cg->t_f64, mx);
+    LLVMValueRef m2;
+    if (p->type.dtype == DT_F32) {
+        /* log(clip(.)) rises with p: the largest score is that of the largest p. */
+        LLVMValueRef top = LLVMBuildFPExt(cg->b, row_max_f32(cg, pp, row, C), cg->t_f64, "");
+        m2 = logits ? top : cg_call1(cg, cg->log, clip_probability(cg, top));
+    } else {
+        LLVMValueRef mx = cg_local(cg, cg->t_f64, class_score(cg, p, pp, row, logits));
+        CgLoop lm = cg_loop_begin(cg, C);
+        LLVMValueRef q = class_score(cg, p, pp, cg_add(cg, row, lm.i), logits), m = cg_get(cg, cg->t_f64, mx);
+        cg_set(cg, mx, sel(cg, fcmp(cg, LLVMRealOGT, q, m), q, m));
+        cg_loop_end(cg, &lm);
+        m2 = cg_get(cg, cg->t_f64, mx);
+    }
+    LLVMValueRef sum;
     if (C <= MAX_ROW_SCRATCH) {
-        /* The exps in a loop of their own, which runs on vectors, then their
-         * sum in order: the same terms, the same sum. */
+        /* The exps in a loop of their own, which runs on vectors, then their sum. */
         LLVMValueRef buf = cg_stack_array(cg, cg->t_f64, C);
-        lc = cg_loop_begin(cg, C);
+        CgLoop lc = cg_loop_begin(cg, C);
         cg_store(cg, cg->t_f64, buf, lc.i, cg_exp(cg, fsub(cg, class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m2)));
         cg_loop_end(cg, &lc);
-        lc = cg_loop_begin(cg, C);
-        accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, buf, lc.i));
-        cg_loop_end(cg, &lc);
+        sum = lane_sum(cg, cg->t_f64, buf, cg_i64(cg, 0), C);
     } else {
-        lc = cg_loop_begin(cg, C);
-        accumulate(cg, cg->t_f64, sum,
-                   cg_exp(cg, fsub(cg, class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m2)));
+        /* The same partial sums, term by term. */
+        LLVMValueRef part = cg_stack_array(cg, cg->t_f64, SUM_LANES);
+        for (int j = 0; j < SUM_LANES; j++) cg_store(cg, cg->t_f64, part, cg_i64(cg, j), cg_f64(cg, 0));
+        CgLoop lc = cg_loop_begin(cg, C);
+        LLVMValueRef at = LLVMBuildURem(cg->b, lc.i, cg_i64(cg, SUM_LANES), "");
+        LLVMValueRef e = cg_exp(cg, fsub(cg, class_score(cg, p, pp, cg_add(cg, row, lc.i), logits), m2));
+        cg_store(cg, cg->t_f64, part, at, fadd(cg, cg_load(cg, cg->t_f64, part, at), e));
         cg_loop_end(cg, &lc);
+        sum = cg_load(cg, cg->t_f64, part, cg_i64(cg, 0));
+        for (int j = 1; j < SUM_LANES; j++) sum = fadd(cg, sum, cg_load(cg, cg->t_f64, part, cg_i64(cg, j)));
     }
-    return fadd(cg, m2, cg_call1(cg, cg->log, cg_get(cg, cg->t_f64, sum)));
+    return fadd(cg, m2, cg_call1(cg, cg->log, sum));
 }
 
 static LLVMValueRef row_sum(Cg *cg, const Node *p, LLVMValueRef pp, LLVMValueRef row, int64_t C) {

@@ -340,6 +340,16 @@ static void ev_binary(Interp *it, Store *s, const Node *n) {
 
 /* ---- structure ------------------------------------------------------------- */
 
+/* A row's sum (of exps): term c into partial c mod 8, the partials then
+ * added in order, as the generated code's vector of 8 doubles does. */
+#define SUM_LANES 8
+
+static double lane_total(const double part[SUM_LANES]) {
+    double sum = part[0];
+    for (int j = 1; j < SUM_LANES; j++) sum += part[j];
+    return sum;
+}
+
 /* x [..., C] -> [..., C], each row exp(x - max) / sum */
 static void ev_softmax(Interp *it, Store *s, const Node *n) {
     const Node *x = n->in[0];
@@ -348,10 +358,11 @@ static void ev_softmax(Interp *it, Store *s, const Node *n) {
         for (int64_t r = 0; r < rows; r++) {
             const double *xr = ex(s, x, b) + r * C;
             double *o = ex(s, n, b) + r * C;
-            double mx = xr[0], sum = 0;
+            double mx = xr[0], part[SUM_LANES] = {0};
             for (int64_t c = 1; c < C; c++)
                 if (xr[c] > mx) mx = xr[c];
-            for (int64_t c = 0; c < C; c++) sum += exp(xr[c] - mx);
+            for (int64_t c = 0; c < C; c++) part[c % SUM_LANES] += exp(xr[c] - mx);
+            double sum = lane_total(part);
             for (int64_t c = 0; c < C; c++) o[c] = exp(xr[c] - mx) / sum;
         }
 }
@@ -708,11 +719,11 @@ static void class_scores(const double *p, int64_t C, bool logits, double *q) {
 }
 
 static double logsumexp(const double *q, int64_t C) {
-    double mx = q[0], sum = 0;
+    double mx = q[0], part[SUM_LANES] = {0};
     for (int64_t c = 1; c < C; c++)
         if (q[c] > mx) mx = q[c];
-    for (int64_t c = 0; c < C; c++) sum += seqc_exp(q[c] - mx);
-    return mx + log(sum);
+    for (int64_t c = 0; c < C; c++) part[c % SUM_LANES] += seqc_exp(q[c] - mx);
+    return mx + log(lane_total(part));
 }
 
 static int64_t argmax(const double *v, int64_t C) {
