@@ -1472,7 +1472,28 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
             flat = scalar;
         }
     }
-    CgLoop lb = cg_loop_begin(cg, flat ? 1 : nex(cg, first));
+    /* Split over threads by examples, or flat by blocks of elements, when
+     * the chain's work (elements times nodes) pays for it: every element is
+     * computed as one thread would. A part runs the loops with their trip
+     * counts, skipping what is not its own, so that the vectorizer still
+     * sees every buffer's range. */
+    int64_t total = nex(cg, first) * elems(first);
+    enum { FLAT_BLOCK = 1024 };
+    bool blocks = flat && total % FLAT_BLOCK == 0;
+    int64_t units = flat ? (blocks ? total / FLAT_BLOCK : 1) : nex(cg, first);
+    int64_t max_parts = cg_max_parts(cg, (double)total * len, CG_PART_ELEMS, units);
+    CgPar par;
+    LLVMValueRef from = NULL, to = NULL;
+    if (max_parts > 1) {
+        cg_par_begin_node(cg, &par, NULL, 0);
+        from = cg_part_start(cg, &par, units);
+        to = cg_part_end(cg, &par, units);
+    }
+    CgLoop lb = cg_loop_begin(cg, flat ? (max_parts > 1 ? units : 1) : nex(cg, first));
+    CgIf mine = {0};
+    if (max_parts > 1)
+        mine = cg_if(cg, LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGE, lb.i, from, ""),
+                                      LLVMBuildICmp(cg->b, LLVMIntSLT, lb.i, to, ""), ""));
     for (int m = 0; m < len; m++) {
         const Node *n = chain[m], *ops[MAX_OPS];
         int nops = 0;
@@ -1484,8 +1505,11 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
     }
     CgLoop l[SEQC_MAX_RANK], lf = {0};
     LLVMValueRef oi = cg_i64(cg, 0), row = cg_i64(cg, 0), col = cg_i64(cg, 0);
-    if (flat) {
-        lf = cg_loop_begin(cg, nex(cg, first) * elems(first));
+    if (flat && max_parts > 1) {
+        lf = cg_loop_begin(cg, FLAT_BLOCK);
+        oi = cg_mad(cg, lb.i, FLAT_BLOCK, lf.i);
+    } else if (flat) {
+        lf = cg_loop_begin(cg, total);
         oi = lf.i;
     } else {
         for (int d = 0; d < r; d++) l[d] = cg_loop_begin(cg, t->dims[d]);
@@ -1530,7 +1554,9 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
     if (flat) cg_loop_end(cg, &lf);
     else
         for (int d = r - 1; d >= 0; d--) cg_loop_end(cg, &l[d]);
+    if (max_parts > 1) cg_endif(cg, &mine);
     cg_loop_end(cg, &lb);
+    if (max_parts > 1) cg_par_end(cg, &par, max_parts, 0);
 done:
     free(stride);
     free(inner);
