@@ -484,15 +484,29 @@ void cg_copy_examples(Cg *cg, const Node *at, LLVMValueRef dst, const Type *dt, 
         cg_fail(cg, at, "%lld elements do not fit in %lld (from %lld)", (long long)len, (long long)de, (long long)se);
         return;
     }
-    if (dt->batched == st->batched && len == de && len == se) {
-        /* Whole examples on both sides: one copy of all of them. */
-        cg_copy(cg, cg_gep(cg, cg->t_i32, dst, dst_off), cg_gep(cg, cg->t_i32, src, src_off),
-                (dt->batched ? cg->batch : 1) * len);
+    LLVMValueRef from = cg->copy_from, to = cg->copy_to;
+    if (!dt->batched) {
+        CgIf first = {0};
+        if (from) first = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, from, cg_i64(cg, 0), ""));
+        cg_copy(cg, cg_gep(cg, cg->t_i32, dst, dst_off), cg_gep(cg, cg->t_i32, src, src_off), len);
+        if (from) cg_endif(cg, &first);
         return;
     }
-    CgLoop lb = cg_loop_begin(cg, dt->batched ? cg->batch : 1);
-    LLVMValueRef d = cg_add(cg, dt->batched ? cg_mul(cg, lb.i, de) : cg_i64(cg, 0), dst_off);
-    LLVMValueRef s = cg_add(cg, st->batched ? cg_mul(cg, lb.i, se) : cg_i64(cg, 0), src_off);
+    if (st->batched && len == de && len == se) {
+        /* Whole examples on both sides: one copy of all of them. */
+        if (!from) {
+            cg_copy(cg, cg_gep(cg, cg->t_i32, dst, dst_off), cg_gep(cg, cg->t_i32, src, src_off), cg->batch * len);
+            return;
+        }
+        LLVMValueRef d = cg_add(cg, cg_mul(cg, from, de), dst_off), s = cg_add(cg, cg_mul(cg, from, se), src_off);
+        LLVMBuildMemCpy(cg->b, cg_gep(cg, cg->t_i32, dst, d), 4, cg_gep(cg, cg->t_i32, src, s), 4,
+                        cg_mul(cg, LLVMBuildSub(cg->b, to, from, ""), 4 * len));
+        return;
+    }
+    CgLoop lb = from ? cg_loop_begin_n(cg, LLVMBuildSub(cg->b, to, from, "")) : cg_loop_begin(cg, cg->batch);
+    LLVMValueRef ex = from ? cg_add(cg, lb.i, from) : lb.i;
+    LLVMValueRef d = cg_add(cg, cg_mul(cg, ex, de), dst_off);
+    LLVMValueRef s = cg_add(cg, st->batched ? cg_mul(cg, ex, se) : cg_i64(cg, 0), src_off);
     cg_copy(cg, cg_gep(cg, cg->t_i32, dst, d), cg_gep(cg, cg->t_i32, src, s), len);
     /* Unrolled over the batch, the copies of a scan's step became thousands
      * of moves in one block, which the back end's scheduler takes seconds to
@@ -551,6 +565,124 @@ static bool reduces_batch(OpKind op) {
 }
 
 static void lower_graph(Cg *cg, const Graph *g);
+
+/* What a scan copies at every step: into the body's placeholders before
+ * it (`out` false), out of the body after it (the sequence output, the kept
+ * steps of its extra outputs, the next states: those last, since a kept
+ * state input reads the carried state in place). */
+typedef struct ScanCopies {
+    const Node *scan;
+    const Node *const *init;    /* the initial states, each the type of its carried state */
+    const int64_t *state_offset;
+    const Node *const *uses;    /* the scan's SCAN_OUT and SCAN_STATE readers */
+    int nuse;
+    int64_t T, kb, ke;
+} ScanCopies;
+
+/* The elements (of every example) the copies of one side move. */
+static int64_t scan_copy_elements(Cg *cg, const ScanCopies *sc, bool out) {
+    const Node *n = sc->scan;
+    const Graph *body = n->scan.body;
+    int nstate = n->scan.nstate;
+    int64_t total = 0;
+    if (!out) {
+        for (int k = 0; k < body->nodes.len; k++) {
+            const Node *b = body->nodes.items[k];
+            bool in_place = b->op == OP_STATE_IN && b->index >= 0 && b->index < nstate &&
+                            sc->state_offset[b->index] == cg_plan_offset(cg->plan, b);
+            if ((b->op == OP_STEP_IN || b->op == OP_STATE_IN) && !in_place) total += cg_size(cg->batch, b);
+        }
+        return total;
+    }
+    for (int i = 0; i < body->outputs.len; i++) total += cg_size(cg->batch, body->outputs.items[i]);
+    return total;
+}
+
+static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) {
+    const Node *n = sc->scan;
+    const Graph *body = n->scan.body;
+    int nseq = n->scan.nseq, nstate = n->scan.nstate, nout = n->scan.nout;
+    LLVMValueRef zero = cg_i64(cg, 0), state[CG_MAX_STATES];
+    for (int i = 0; i < nstate; i++) state[i] = cg_gep(cg, cg->t_i8, cg->slab, cg_i64(cg, sc->state_offset[i]));
+    if (!out) {
+        for (int k = 0; k < body->nodes.len; k++) {
+            const Node *b = body->nodes.items[k];
+            if (b->op == OP_STEP_IN) {
+                if (b->index < 0 || b->index >= nseq) {
+                    cg_fail(cg, b, "sequence %d of %d", b->index, nseq);
+                    return;
+                }
+                const Node *seq = n->in[b->index];
+                int64_t step = type_elements(&seq->type) / sc->T;
+                if (step != type_elements(&b->type)) cg_fail(cg, b, "steps of %lld elements", (long long)step);
+                cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, cg_base(cg, seq), &seq->type,
+                                 cg_mul(cg, t, step), step);
+            } else if (b->op == OP_STATE_IN) {
+                if (b->index < 0 || b->index >= nstate) {
+                    cg_fail(cg, b, "state %d of %d", b->index, nstate);
+                    return;
+                }
+                const Node *st = sc->init[b->index];
+                if (type_elements(&st->type) != type_elements(&b->type)) cg_fail(cg, b, "the state's size differs");
+                if (sc->state_offset[b->index] == cg_plan_offset(cg->plan, b)) continue; /* read in place */
+                cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, state[b->index], &st->type, zero,
+                                 type_elements(&b->type));
+            }
+        }
+        return;
+    }
+    const Node *o0 = nout > 0 ? body->outputs.items[nstate] : NULL;
+    if (o0 && n->scan.sequences)
+        cg_copy_examples(cg, n, cg_base(cg, n), &n->type, cg_mul(cg, t, type_elements(&o0->type)), cg_base(cg, o0),
+                         &o0->type, zero, type_elements(&o0->type));
+    for (int k = 0; k < sc->nuse; k++) {
+        const Node *u = sc->uses[k];
+        if (u->op != OP_SCAN_OUT) continue;
+        const Node *o = body->outputs.items[nstate + u->index];
+        if (type_elements(&u->type) != (sc->ke - sc->kb) * type_elements(&o->type)) {
+            cg_fail(cg, u, "the step output does not fit the kept steps");
+            continue;
+        }
+        LLVMValueRef kept = LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGE, t, cg_i64(cg, sc->kb), ""),
+                                         LLVMBuildICmp(cg->b, LLVMIntSLT, t, cg_i64(cg, sc->ke), ""), "");
+        CgIf f = cg_if(cg, kept);
+        cg_copy_examples(cg, u, cg_base(cg, u), &u->type,
+                         cg_mul(cg, LLVMBuildSub(cg->b, t, cg_i64(cg, sc->kb), ""), type_elements(&o->type)),
+                         cg_base(cg, o), &o->type, zero, type_elements(&o->type));
+        cg_endif(cg, &f);
+    }
+    for (int i = 0; i < nstate; i++) {
+        const Node *next = body->outputs.items[i];
+        if (cg_plan_offset(cg->plan, next) == sc->state_offset[i]) continue; /* the state passes through */
+        cg_copy_examples(cg, next, state[i], &sc->init[i]->type, zero, cg_base(cg, next), &next->type, zero,
+                         type_elements(&next->type));
+    }
+}
+
+/* One side's copies, split over threads by examples when they are large
+ * enough: each example's copies stay in their order on one thread. */
+static void scan_copies_split(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) {
+    int64_t parts = cg_max_parts(cg, (double)scan_copy_elements(cg, sc, out), CG_PART_COPY, cg->batch);
+    /* An unbatched state is written by one part: no other may read it as an
+     * output of the step at the same time. */
+    const Node *n = sc->scan;
+    for (int i = n->scan.nstate; out && i < n->scan.body->outputs.len; i++) {
+        const Node *o = n->scan.body->outputs.items[i];
+        if (o->op == OP_STATE_IN && !o->type.batched) parts = 1;
+    }
+    if (parts < 2) {
+        scan_copies(cg, sc, out, t);
+        return;
+    }
+    CgPar par;
+    LLVMValueRef t_val = LLVMBuildIntToPtr(cg->b, t, cg->t_ptr, "");
+    cg_par_begin_node(cg, &par, &t_val, 1);
+    cg->copy_from = cg_part_start(cg, &par, cg->batch);
+    cg->copy_to = cg_part_end(cg, &par, cg->batch);
+    scan_copies(cg, sc, out, LLVMBuildPtrToInt(cg->b, par.vals[1], cg->t_i64, ""));
+    cg->copy_from = cg->copy_to = NULL;
+    cg_par_end(cg, &par, parts, 0);
+}
 
 /* SCAN: inputs nseq sequences [T, ...], nstate initial states, ncapture
  * captures; the interpreter's ev_scan, step for step. The body's nodes are
@@ -659,58 +791,14 @@ static void emit_scan(Cg *cg, const Node *n) {
     CgLoop lw = cg_loop_begin(cg, walked);
     LLVMValueRef t = n->scan.reverse ? LLVMBuildSub(cg->b, cg_i64(cg, first + walked - 1), lw.i, "t")
                                      : cg_add(cg, lw.i, cg_i64(cg, first));
+    ScanCopies sc = {n, init, state_offset, uses, nuse, T, kb, ke};
+    scan_copies_split(cg, &sc, false, t);
     LLVMValueRef args[3] = {cg->slab, cg->training, cg->seed};
     for (int k = 0; k < body->nodes.len; k++) {
         const Node *b = body->nodes.items[k];
-        if (b->op == OP_STEP_IN) {
-            if (b->index < 0 || b->index >= nseq) {
-                cg_fail(cg, b, "sequence %d of %d", b->index, nseq);
-                break;
-            }
-            const Node *seq = n->in[b->index];
-            int64_t step = type_elements(&seq->type) / T;
-            if (step != type_elements(&b->type)) cg_fail(cg, b, "steps of %lld elements", (long long)step);
-            cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, cg_base(cg, seq), &seq->type, cg_mul(cg, t, step),
-                             step);
-        } else if (b->op == OP_STATE_IN) {
-            if (b->index < 0 || b->index >= nstate) {
-                cg_fail(cg, b, "state %d of %d", b->index, nstate);
-                break;
-            }
-            const Node *st = init[b->index];
-            if (type_elements(&st->type) != type_elements(&b->type)) cg_fail(cg, b, "the state's size differs");
-            if (state_offset[b->index] == cg_plan_offset(cg->plan, b)) continue; /* read in place */
-            cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, state[b->index], &st->type, zero,
-                             type_elements(&b->type));
-        } else if (fns[k]) {
-            LLVMBuildCall2(cg->b, cg->t_node, fns[k], args, 3, "");
-        }
+        if (b->op != OP_STEP_IN && b->op != OP_STATE_IN && fns[k]) LLVMBuildCall2(cg->b, cg->t_node, fns[k], args, 3, "");
     }
-    if (out && n->scan.sequences)
-        cg_copy_examples(cg, n, cg_base(cg, n), &n->type, cg_mul(cg, t, type_elements(&out->type)), cg_base(cg, out),
-                         &out->type, zero, type_elements(&out->type));
-    for (int k = 0; k < nuse; k++) {
-        const Node *u = uses[k];
-        if (u->op != OP_SCAN_OUT) continue;
-        const Node *o = body->outputs.items[nstate + u->index];
-        if (type_elements(&u->type) != (ke - kb) * type_elements(&o->type)) {
-            cg_fail(cg, u, "the step output does not fit the kept steps");
-            continue;
-        }
-        LLVMValueRef kept = LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGE, t, cg_i64(cg, kb), ""),
-                                         LLVMBuildICmp(cg->b, LLVMIntSLT, t, cg_i64(cg, ke), ""), "");
-        CgIf f = cg_if(cg, kept);
-        cg_copy_examples(cg, u, cg_base(cg, u), &u->type,
-                         cg_mul(cg, LLVMBuildSub(cg->b, t, cg_i64(cg, kb), ""), type_elements(&o->type)), cg_base(cg, o),
-                         &o->type, zero, type_elements(&o->type));
-        cg_endif(cg, &f);
-    }
-    for (int i = 0; i < nstate; i++) {
-        const Node *next = body->outputs.items[i];
-        if (cg_plan_offset(cg->plan, next) == state_offset[i]) continue; /* the state passes through */
-        cg_copy_examples(cg, next, state[i], &init[i]->type, zero, cg_base(cg, next), &next->type, zero,
-                         type_elements(&next->type));
-    }
+    scan_copies_split(cg, &sc, true, t);
     for (int k = 0; k < nuse; k++) {
         const Node *u = uses[k];
         if (u->op != OP_SCAN_STATE || u->scan_state.after == 0) continue;

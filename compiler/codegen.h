@@ -241,6 +241,9 @@ typedef struct Cg {
     LLVMValueRef **fns;         /* by graph plan index, by node id: the node's function or NULL */
     /* the function being built */
     LLVMValueRef fn, slab, training, seed;
+    /* cg_copy_examples copies examples [copy_from, copy_to) only (an
+     * unbatched value: the part with example 0); NULL: every example. */
+    LLVMValueRef copy_from, copy_to;
     LLVMBasicBlockRef allocas;  /* the entry block: locals only */
     char *error;                /* the first internal error, malloc'd */
 } Cg;
@@ -277,6 +280,7 @@ void cg_helper_end(Cg *cg, const CgSaved *s);
  * 15 us), or this many elements of a pass over memory. */
 #define CG_PART_FLOPS (2 << 20)
 #define CG_PART_ELEMS (1 << 18)
+#define CG_PART_COPY (1 << 15)      /* elements a scan's copies move in one part */
 /* The parts a kernel of `work` (flops or elements) over `units` splittable
  * units asks for: one per part_work, at least 1, at most units; every unit
  * its own part when the environment sets SEQC_SPLIT_SMALL (tests: so that
