@@ -1481,7 +1481,7 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
     enum { FLAT_BLOCK = 1024 };
     bool blocks = flat && total % FLAT_BLOCK == 0;
     int64_t units = flat ? (blocks ? total / FLAT_BLOCK : 1) : nex(cg, first);
-    int64_t max_parts = cg_max_parts(cg, (double)total * len, CG_PART_ELEMS, units);
+    int64_t max_parts = cg_max_parts(cg, (double)total * len, CG_PART_CHAIN, units);
     CgPar par;
     LLVMValueRef from = NULL, to = NULL;
     if (max_parts > 1) {
