@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pool.h"
 #include "session.h"
 #include "vectors.h"
 
@@ -410,28 +411,55 @@ static void on_interrupt(int sig) {
 
 /* NaN or infinity anywhere in the gradients: an exponent of all ones. The
  * check is an OR over the elements in any order, in blocks the compiler
- * puts on vectors (a sum of x * 0 would be one chain of dependent adds). */
-static bool grads_finite(const RtVariant *v, const uint8_t *slab) {
-    enum { BLOCK = 16 };
+ * puts on vectors (a sum of x * 0 would be one chain of dependent adds),
+ * a large gradient's elements split over the pool's threads. */
+enum { FINITE_BLOCK = 16, FINITE_PART = 1 << 16, FINITE_MAX_PARTS = 64 };
+
+static bool all_finite(const uint8_t *g, int64_t from, int64_t to) {
     const uint32_t EXP = 0x7f800000u;
+    uint32_t bad[FINITE_BLOCK] = {0};
+    int64_t k = from;
+    for (; k + FINITE_BLOCK <= to; k += FINITE_BLOCK) {
+        uint32_t u[FINITE_BLOCK];
+        memcpy(u, g + 4 * k, sizeof u);
+        for (int j = 0; j < FINITE_BLOCK; j++) bad[j] |= (u[j] & EXP) == EXP;
+    }
+    for (; k < to; k++) {
+        uint32_t u;
+        memcpy(&u, g + 4 * k, 4);
+        bad[0] |= (u & EXP) == EXP;
+    }
+    for (int j = 0; j < FINITE_BLOCK; j++)
+        if (bad[j]) return false;
+    return true;
+}
+
+typedef struct FiniteTask {
+    const uint8_t *g;
+    int64_t n;
+    bool ok[FINITE_MAX_PARTS];
+} FiniteTask;
+
+static void finite_part(void *ctx, int64_t part, int64_t nparts, void *scratch) {
+    (void)scratch;
+    FiniteTask *t = ctx;
+    t->ok[part] = all_finite(t->g, t->n * part / nparts, t->n * (part + 1) / nparts);
+}
+
+static bool grads_finite(const RtVariant *v, const uint8_t *slab) {
     for (int i = 0; i < v->nparams; i++) {
         const RtParam *p = &v->params[i];
         if (p->grad < 0) continue;
-        const uint8_t *g = slab + p->grad;
-        uint32_t bad[BLOCK] = {0};
-        int64_t n = p->t.elems, k = 0;
-        for (; k + BLOCK <= n; k += BLOCK) {
-            uint32_t u[BLOCK];
-            memcpy(u, g + 4 * k, sizeof u);
-            for (int j = 0; j < BLOCK; j++) bad[j] |= (u[j] & EXP) == EXP;
+        int64_t n = p->t.elems, parts = n / FINITE_PART;
+        if (parts < 2) {
+            if (!all_finite(slab + p->grad, 0, n)) return false;
+            continue;
         }
-        for (; k < n; k++) {
-            uint32_t u;
-            memcpy(&u, g + 4 * k, 4);
-            bad[0] |= (u & EXP) == EXP;
-        }
-        for (int j = 0; j < BLOCK; j++)
-            if (bad[j]) return false;
+        FiniteTask t = {.g = slab + p->grad, .n = n};
+        for (int k = 0; k < FINITE_MAX_PARTS; k++) t.ok[k] = true;
+        rt_parallel(finite_part, &t, parts < FINITE_MAX_PARTS ? parts : FINITE_MAX_PARTS, 0);
+        for (int k = 0; k < FINITE_MAX_PARTS; k++)
+            if (!t.ok[k]) return false;
     }
     return true;
 }
