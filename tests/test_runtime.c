@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dropout.h"
 #include "init.h"
+#include "pool.h"
 #include "rng.h"
 
 /* ---- Philox and the generator ---- */
@@ -195,6 +197,33 @@ START_TEST(test_rng_state_round_trip) {
 END_TEST
 
 /* ---- initializers ---- */
+
+/* A dropout mask large enough to be drawn on several threads: element i
+ * from the stream's words 2i and 2i + 1, as one thread draws them in order,
+ * whatever the threads. */
+START_TEST(test_dropout_mask_threads) {
+    enum { N = 300001 };
+    float *one = malloc(sizeof(float) * N), *three = malloc(sizeof(float) * N);
+    ck_assert(one && three);
+    rt_set_threads(1);
+    rt_dropout_mask_f32(one, N, 0.3, 42, 7);
+    rt_set_threads(3);
+    rt_dropout_mask_f32(three, N, 0.3, 42, 7);
+    rt_set_threads(0);
+    ck_assert_mem_eq(one, three, sizeof(float) * N);
+    RtRng rng;
+    rt_rng_seed(&rng, 42, 7);
+    int64_t kept = 0;
+    for (int64_t i = 0; i < N; i++) {
+        float want = rt_rng_uniform(&rng) >= 0.3 ? (float)(1.0 / 0.7) : 0.0f;
+        ck_assert_msg(one[i] == want, "element %lld", (long long)i);
+        kept += one[i] != 0;
+    }
+    ck_assert(kept > N * 0.68 && kept < N * 0.72);
+    free(one);
+    free(three);
+}
+END_TEST
 
 START_TEST(test_init_fans) {
     int64_t d0[1] = {0};
@@ -490,6 +519,7 @@ static Suite *rng_suite(void) {
     tcase_add_test(tc, test_rng_normal_moments);
     tcase_add_test(tc, test_rng_truncated_normal);
     tcase_add_test(tc, test_rng_state_round_trip);
+    tcase_add_test(tc, test_dropout_mask_threads);
     /* The million-draw tests take a moment under sanitizers. */
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
