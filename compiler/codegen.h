@@ -278,7 +278,7 @@ void cg_helper_end(Cg *cg, const CgSaved *s);
 #define CG_PAR_VALS 4
 /* A part is worth a thread's wake-up from this many flops of a product (some
  * 15 us), or this many elements of a pass over memory. */
-#define CG_PART_FLOPS (2 << 20)
+#define CG_PART_FLOPS (1 << 19)
 #define CG_PART_ELEMS (1 << 18)
 #define CG_PART_CHAIN (1 << 16)     /* elements times nodes of an elementwise chain in one part */
 #define CG_PART_COPY (1 << 13)      /* elements a scan's copies move in one part */
