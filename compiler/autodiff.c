@@ -333,6 +333,7 @@ static void grad_scan(AD *a, Node *s) {
     int64_t w = a->window > 0 && a->window < steps ? a->window : steps;
     int64_t begin = s->scan.reverse ? 0 : steps - w; /* the last w steps walked, as time indices */
     if (s->scan.nout != 1) internal("differentiating", s, "a scan differentiated twice");
+    if (s->scan.walk_end > 0) internal("differentiating", s, "a scan over some of its steps (it has no gradient)");
 
     /* The forward scan keeps the states entering each step of the window. */
     Node *hist[64];
