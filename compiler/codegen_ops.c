@@ -1086,6 +1086,49 @@ static void emit_softmax_grad(Cg *cg, const Node *n) {
 
 /* ids [...], dy [..., D] -> [V, D]: row ids[p] gets dy[p], summed in an f64
  * copy of the table (the working storage), then rounded */
+/* Passes 2 to 4 of an embedding's gradient over columns [c0, c1) of every
+ * named row: accumulators to zero, dy added in, rounded into the result. */
+static void embed_grad_columns(Cg *cg, const Node *n, int64_t nb, int64_t P_all, LLVMValueRef c0, LLVMValueRef c1) {
+    int64_t V = n->type.dims[0], D = n->type.dims[1];
+    LLVMValueRef acc = cg_extra(cg, n), op = cg_base(cg, n);
+    LLVMValueRef last = cg_gep(cg, cg->t_i8, acc, cg_i64(cg, 8 * V * D));
+    LLVMValueRef width = LLVMBuildSub(cg->b, c1, c0, "");
+    CgLoop lz = cg_loop_begin(cg, nb * P_all);
+    LLVMValueRef zrow = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lz.i), cg->t_i64, ""), D);
+    LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f64, acc, cg_add(cg, zrow, c0)), LLVMConstInt(cg->t_i8, 0, false),
+                    cg_mul(cg, width, 8), 8);
+    cg_loop_end(cg, &lz);
+    /* Each pair's dy in (b, p) order, in double: every element of the
+     * result takes its terms in that order, whoever owns its column. */
+    int64_t kept_at = 0;
+    for (int q = 0; q < n->nin; q += 2) {
+        const Node *dy = n->in[q + 1];
+        int64_t P = elems(n->in[q]);
+        LLVMValueRef mine = cg_gep(cg, cg->t_i32, last, cg_i64(cg, kept_at));
+        CgLoop lb = cg_loop_begin(cg, nb);
+        LLVMValueRef dp = cg_ex(cg, dy, lb.i);
+        CgLoop lp = cg_loop_begin(cg, P);
+        LLVMValueRef kept = cg_load(cg, cg->t_i32, mine, cg_mad(cg, lb.i, P, lp.i));
+        LLVMValueRef row = cg_mul(cg, LLVMBuildSExt(cg->b, kept, cg->t_i64, ""), D);
+        CgLoop lj = cg_loop_begin_n(cg, width);
+        LLVMValueRef j = cg_add(cg, c0, lj.i);
+        LLVMValueRef at = cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, j));
+        LLVMValueRef v = fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f64, at, ""), cg_loadd(cg, dy, dp, cg_mad(cg, lp.i, D, j)));
+        LLVMBuildStore(cg->b, v, at);
+        cg_loop_end(cg, &lj);
+        cg_loop_end(cg, &lp);
+        cg_loop_end(cg, &lb);
+        kept_at += nb * P;
+    }
+    CgLoop lo = cg_loop_begin(cg, nb * P_all);
+    LLVMValueRef orow = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lo.i), cg->t_i64, ""), D);
+    CgLoop lk = cg_loop_begin_n(cg, width);
+    LLVMValueRef k = cg_add(cg, orow, cg_add(cg, c0, lk.i));
+    cg_stored_as_f32(cg, op, k, cg_load(cg, cg->t_f64, acc, k));
+    cg_loop_end(cg, &lk);
+    cg_loop_end(cg, &lo);
+}
+
 static void emit_embed_grad(Cg *cg, const Node *n) {
     if (n->type.rank != 2 || n->type.batched || n->nin < 2 || n->nin % 2) {
         cg_fail(cg, n, "not pairs of ids and dy into an unbatched [V, D]");
@@ -1109,8 +1152,7 @@ static void emit_embed_grad(Cg *cg, const Node *n) {
     LLVMValueRef old_row = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lc.i), cg->t_i64, ""), D);
     LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f32, op, old_row), LLVMConstInt(cg->t_i8, 0, false), cg_i64(cg, 4 * D), 4);
     cg_loop_end(cg, &lc);
-    /* Pass 1: the accumulators of the named rows to zero (ids checked here);
-     * pair q's ids are kept from nb * (the ids before it) on. */
+    /* Pass 1: the ids checked and kept; pair q's from nb * (the ids before it) on. */
     int64_t kept_at = 0;
     for (int q = 0; q < n->nin; q += 2) {
         const Node *ids = n->in[q];
@@ -1121,42 +1163,25 @@ static void emit_embed_grad(Cg *cg, const Node *n) {
         CgLoop lpz = cg_loop_begin(cg, P);
         LLVMValueRef id = checked_id(cg, ids, ipz, lpz.i, V);
         cg_store(cg, cg->t_i32, mine, cg_mad(cg, lz.i, P, lpz.i), LLVMBuildTrunc(cg->b, id, cg->t_i32, ""));
-        LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f64, acc, cg_mul(cg, id, D)), LLVMConstInt(cg->t_i8, 0, false),
-                        cg_i64(cg, 8 * D), 8);
         cg_loop_end(cg, &lpz);
         cg_loop_end(cg, &lz);
         kept_at += nb * P;
     }
-    /* Pass 2: each dy added in, pair by pair, in (b, p) order, in double (the
-     * ids as pass 1 checked and kept them). */
-    kept_at = 0;
-    for (int q = 0; q < n->nin; q += 2) {
-        const Node *dy = n->in[q + 1];
-        int64_t P = elems(n->in[q]);
-        LLVMValueRef mine = cg_gep(cg, cg->t_i32, last, cg_i64(cg, kept_at));
-        CgLoop lb = cg_loop_begin(cg, nb);
-        LLVMValueRef dp = cg_ex(cg, dy, lb.i);
-        CgLoop lp = cg_loop_begin(cg, P);
-        LLVMValueRef kept = cg_load(cg, cg->t_i32, mine, cg_mad(cg, lb.i, P, lp.i));
-        LLVMValueRef row = cg_mul(cg, LLVMBuildSExt(cg->b, kept, cg->t_i64, ""), D);
-        CgLoop lj = cg_loop_begin(cg, D);
-        LLVMValueRef at = cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, lj.i));
-        LLVMValueRef v =
-            fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f64, at, ""), cg_loadd(cg, dy, dp, cg_mad(cg, lp.i, D, lj.i)));
-        LLVMBuildStore(cg->b, v, at);
-        cg_loop_end(cg, &lj);
-        cg_loop_end(cg, &lp);
-        cg_loop_end(cg, &lb);
-        kept_at += nb * P;
+    /* The rest split over threads by blocks of 16 columns. */
+    enum { COLUMNS = 16 };
+    int64_t units = (D + COLUMNS - 1) / COLUMNS;
+    int64_t parts = cg_max_parts(cg, (double)(nb * P_all * D), CG_PART_CHAIN, units);
+    if (parts < 2) {
+        embed_grad_columns(cg, n, nb, P_all, cg_i64(cg, 0), cg_i64(cg, D));
+        return;
     }
-    /* Pass 3: the named rows rounded into the result. */
-    CgLoop lo = cg_loop_begin(cg, nb * P_all);
-    LLVMValueRef orow = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lo.i), cg->t_i64, ""), D);
-    CgLoop lk = cg_loop_begin(cg, D);
-    LLVMValueRef k = cg_add(cg, orow, lk.i);
-    cg_stored_as_f32(cg, op, k, cg_load(cg, cg->t_f64, acc, k));
-    cg_loop_end(cg, &lk);
-    cg_loop_end(cg, &lo);
+    CgPar par;
+    cg_par_begin_node(cg, &par, NULL, 0);
+    LLVMValueRef c0 = cg_mul(cg, cg_part_start(cg, &par, units), COLUMNS);
+    LLVMValueRef c1 = cg_mul(cg, cg_part_end(cg, &par, units), COLUMNS);
+    c1 = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, c1, cg_i64(cg, D), ""), c1, cg_i64(cg, D), "");
+    embed_grad_columns(cg, n, nb, P_all, c0, c1);
+    cg_par_end(cg, &par, parts, 0);
 }
 
 /* SLICE_GRAD dy [..., len] -> [..., C] (dy at [start, start + len) of the last
