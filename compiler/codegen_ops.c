@@ -512,18 +512,32 @@ static void emit_batchnorm(Cg *cg, const Node *n) {
             cg_fail(cg, n, "statistic %d is not a vector of %lld", k, (long long)F);
             return;
         }
+    /* Split over threads by features: each feature's statistics and
+     * outputs are computed as one thread would. */
+    int64_t parts = cg_max_parts(cg, 3.0 * (double)(nb * rows * F), CG_PART_ELEMS, F);
+    CgPar par;
+    LLVMValueRef from = cg_i64(cg, 0), to = cg_i64(cg, F), outer_training = cg->training;
+    if (parts > 1) {
+        /* The part needs the caller's training flag: it travels as a value. */
+        LLVMValueRef flag = LLVMBuildIntToPtr(cg->b, LLVMBuildZExt(cg->b, cg->training, cg->t_i64, ""), cg->t_ptr, "");
+        cg_par_begin_node(cg, &par, &flag, 1);
+        cg->training = LLVMBuildTrunc(cg->b, LLVMBuildPtrToInt(cg->b, par.vals[1], cg->t_i64, ""), cg->t_i32, "");
+        from = cg_part_start(cg, &par, F);
+        to = cg_part_end(cg, &par, F);
+    }
     LLVMValueRef gp = cg_base(cg, n->in[1]), bp = cg_base(cg, n->in[2]), mmp = cg_base(cg, n->in[3]),
                  mvp = cg_base(cg, n->in[4]);
     LLVMValueRef mean = cg_local(cg, cg->t_f64, NULL), var = cg_local(cg, cg->t_f64, NULL);
     double count = (double)(nb * rows);
-    CgLoop lf = cg_loop_begin(cg, F);
+    CgLoop lf = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, to, from, ""));
+    LLVMValueRef f = cg_add(cg, lf.i, from);
     CgIf tr = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntNE, cg->training, LLVMConstInt(cg->t_i32, 0, false), ""));
     {
         cg_set(cg, mean, cg_f64(cg, 0));
         CgLoop lb = cg_loop_begin(cg, nb);
         LLVMValueRef xp = cg_ex(cg, x, lb.i);
         CgLoop lr = cg_loop_begin(cg, rows);
-        accumulate(cg, cg->t_f64, mean, cg_loadd(cg, x, xp, cg_mad(cg, lr.i, F, lf.i)));
+        accumulate(cg, cg->t_f64, mean, cg_loadd(cg, x, xp, cg_mad(cg, lr.i, F, f)));
         cg_loop_end(cg, &lr);
         cg_loop_end(cg, &lb);
         cg_set(cg, mean, fdiv(cg, cg_get(cg, cg->t_f64, mean), cg_f64(cg, count)));
@@ -531,28 +545,32 @@ static void emit_batchnorm(Cg *cg, const Node *n) {
         lb = cg_loop_begin(cg, nb);
         xp = cg_ex(cg, x, lb.i);
         lr = cg_loop_begin(cg, rows);
-        LLVMValueRef d = fsub(cg, cg_loadd(cg, x, xp, cg_mad(cg, lr.i, F, lf.i)), cg_get(cg, cg->t_f64, mean));
+        LLVMValueRef d = fsub(cg, cg_loadd(cg, x, xp, cg_mad(cg, lr.i, F, f)), cg_get(cg, cg->t_f64, mean));
         accumulate(cg, cg->t_f64, var, fmul(cg, d, d));
         cg_loop_end(cg, &lr);
         cg_loop_end(cg, &lb);
         cg_set(cg, var, fdiv(cg, cg_get(cg, cg->t_f64, var), cg_f64(cg, count)));
     }
     cg_else(cg, &tr);
-    cg_set(cg, mean, cg_loadd(cg, n->in[3], mmp, lf.i));
-    cg_set(cg, var, cg_loadd(cg, n->in[4], mvp, lf.i));
+    cg_set(cg, mean, cg_loadd(cg, n->in[3], mmp, f));
+    cg_set(cg, var, cg_loadd(cg, n->in[4], mvp, f));
     cg_endif(cg, &tr);
     LLVMValueRef sd = cg_call1(cg, cg->sqrt, fadd(cg, cg_get(cg, cg->t_f64, var), cg_f64(cg, n->batchnorm.epsilon)));
-    LLVMValueRef g = cg_loadd(cg, n->in[1], gp, lf.i), beta = cg_loadd(cg, n->in[2], bp, lf.i);
+    LLVMValueRef g = cg_loadd(cg, n->in[1], gp, f), beta = cg_loadd(cg, n->in[2], bp, f);
     LLVMValueRef m = cg_get(cg, cg->t_f64, mean);
     CgLoop lb = cg_loop_begin(cg, nb);
     LLVMValueRef xp = cg_ex(cg, x, lb.i), op = cg_ex(cg, n, lb.i);
     CgLoop lr = cg_loop_begin(cg, rows);
-    LLVMValueRef i = cg_mad(cg, lr.i, F, lf.i);
+    LLVMValueRef i = cg_mad(cg, lr.i, F, f);
     LLVMValueRef y = fadd(cg, fdiv(cg, fmul(cg, g, fsub(cg, cg_loadd(cg, x, xp, i), m)), sd), beta);
     cg_stored_as_f32(cg, op, i, y);
     cg_loop_end(cg, &lr);
     cg_loop_end(cg, &lb);
     cg_loop_end(cg, &lf);
+    if (parts > 1) {
+        cg_par_end(cg, &par, parts, 0);
+        cg->training = outer_training;
+    }
 }
 
 /* The sums of x's columns into n [F], x [..., F] f32 with every example and
