@@ -280,7 +280,7 @@ void cg_helper_end(Cg *cg, const CgSaved *s);
  * 15 us), or this many elements of a pass over memory. */
 #define CG_PART_FLOPS (1 << 19)
 #define CG_PART_ELEMS (1 << 18)
-#define CG_PART_CHAIN (1 << 16)     /* elements times nodes of an elementwise chain in one part */
+#define CG_PART_CHAIN (1 << 15)     /* elements (of all its nodes) of an elementwise chain in one part */
 #define CG_PART_COPY (1 << 13)      /* elements a scan's copies move in one part */
 /* The parts a kernel of `work` (flops or elements) over `units` splittable
  * units asks for: one per part_work, at least 1, at most units; every unit

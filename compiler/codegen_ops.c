@@ -1516,7 +1516,7 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
         }
     }
     /* Split over threads by examples, or flat by blocks of elements, when
-     * the chain's work (elements times nodes) pays for it: every element is
+     * the chain's work (the elements of all its nodes) pays for it: every element is
      * computed as one thread would. A part runs the loops with their trip
      * counts, skipping what is not its own, so that the vectorizer still
      * sees every buffer's range. */
@@ -1524,7 +1524,9 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
     enum { FLAT_BLOCK = 1024 };
     bool blocks = flat && total % FLAT_BLOCK == 0;
     int64_t units = flat ? (blocks ? total / FLAT_BLOCK : 1) : nex(cg, first);
-    int64_t max_parts = cg_max_parts(cg, (double)total * len, CG_PART_CHAIN, units);
+    double work = 0;
+    for (int m = 0; m < len; m++) work += (double)cg_size(cg->batch, chain[m]);
+    int64_t max_parts = cg_max_parts(cg, work, CG_PART_CHAIN, units);
     CgPar par;
     LLVMValueRef from = NULL, to = NULL;
     if (max_parts > 1) {
