@@ -579,18 +579,21 @@ typedef struct ScanCopies {
     int64_t T, kb, ke;
 } ScanCopies;
 
+/* A state input the plan put where the scan carries that state (state_alias). */
+static bool state_in_place(Cg *cg, const ScanCopies *sc, const Node *b) {
+    return b->op == OP_STATE_IN && b->index >= 0 && b->index < sc->scan->scan.nstate &&
+           sc->state_offset[b->index] == cg_plan_offset(cg->plan, b);
+}
+
 /* The elements (of every example) the copies of one side move. */
 static int64_t scan_copy_elements(Cg *cg, const ScanCopies *sc, bool out) {
-    const Node *n = sc->scan;
-    const Graph *body = n->scan.body;
-    int nstate = n->scan.nstate;
+    const Graph *body = sc->scan->scan.body;
     int64_t total = 0;
     if (!out) {
         for (int k = 0; k < body->nodes.len; k++) {
             const Node *b = body->nodes.items[k];
-            bool in_place = b->op == OP_STATE_IN && b->index >= 0 && b->index < nstate &&
-                            sc->state_offset[b->index] == cg_plan_offset(cg->plan, b);
-            if ((b->op == OP_STEP_IN || b->op == OP_STATE_IN) && !in_place) total += cg_size(cg->batch, b);
+            if ((b->op == OP_STEP_IN || b->op == OP_STATE_IN) && !state_in_place(cg, sc, b))
+                total += cg_size(cg->batch, b);
         }
         return total;
     }
@@ -624,7 +627,7 @@ static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) 
                 }
                 const Node *st = sc->init[b->index];
                 if (type_elements(&st->type) != type_elements(&b->type)) cg_fail(cg, b, "the state's size differs");
-                if (sc->state_offset[b->index] == cg_plan_offset(cg->plan, b)) continue; /* read in place */
+                if (state_in_place(cg, sc, b)) continue;
                 cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, state[b->index], &st->type, zero,
                                  type_elements(&b->type));
             }
@@ -820,7 +823,7 @@ LLVMValueRef cg_helper_begin(Cg *cg, const char *name, LLVMTypeRef ty, CgSaved *
     LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
     *made = !fn;
     if (fn) return fn;
-    *s = (CgSaved){cg->fn, cg->slab, cg->allocas, LLVMGetInsertBlock(cg->b), NULL};
+    *s = (CgSaved){cg->fn, cg->slab, cg->training, cg->seed, cg->allocas, LLVMGetInsertBlock(cg->b), NULL};
     fn = LLVMAddFunction(cg->mod, name, ty);
     LLVMSetLinkage(fn, LLVMInternalLinkage);
     cg_noinline(cg, fn);
@@ -837,6 +840,8 @@ void cg_helper_end(Cg *cg, const CgSaved *s) {
     LLVMBuildBr(cg->b, s->start);
     cg->fn = s->fn;
     cg->slab = s->slab;
+    cg->training = s->training;
+    cg->seed = s->seed;
     cg->allocas = s->allocas;
     LLVMPositionBuilderAtEnd(cg->b, s->here);
 }
@@ -869,8 +874,16 @@ void cg_par_begin(Cg *cg, CgPar *p, const char *name, const LLVMValueRef *vals, 
 
 void cg_par_begin_node(Cg *cg, CgPar *p, const LLVMValueRef *extra, int nextra) {
     LLVMValueRef vals[CG_PAR_VALS];
-    vals[0] = cg->slab;
-    for (int k = 0; k < nextra && k + 1 < CG_PAR_VALS; k++) vals[k + 1] = extra[k];
+    int nvals = 0;
+    vals[nvals++] = cg->slab;
+    for (int k = 0; k < nextra && nvals + 2 < CG_PAR_VALS; k++) vals[nvals++] = extra[k];
+    /* The caller's training flag and dropout seed, as pointer-sized values
+     * (an update's function has neither). */
+    LLVMValueRef training = cg->training, seed = cg->seed;
+    int at_training = nvals;
+    if (training) vals[nvals++] = LLVMBuildIntToPtr(cg->b, training, cg->t_ptr, "");
+    int at_seed = nvals;
+    if (seed) vals[nvals++] = LLVMBuildIntToPtr(cg->b, seed, cg->t_ptr, "");
     /* <function>.part, numbered when the function has several. */
     size_t len;
     const char *fn = LLVMGetValueName2(cg->fn, &len);
@@ -879,9 +892,11 @@ void cg_par_begin_node(Cg *cg, CgPar *p, const LLVMValueRef *extra, int nextra) 
         free(name);
         name = cg_format("%s.part%d", fn, k);
     }
-    cg_par_begin(cg, p, name ? name : "part", vals, 1 + nextra);
+    cg_par_begin(cg, p, name ? name : "part", vals, nvals);
     free(name);
     cg->slab = p->vals[0];
+    if (training) cg->training = LLVMBuildPtrToInt(cg->b, p->vals[at_training], LLVMTypeOf(training), "");
+    if (seed) cg->seed = LLVMBuildPtrToInt(cg->b, p->vals[at_seed], LLVMTypeOf(seed), "");
 }
 
 void cg_par_end(Cg *cg, CgPar *p, int64_t max_parts, int64_t scratch_bytes) {

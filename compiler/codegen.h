@@ -262,7 +262,7 @@ typedef struct CgIf {
  * cg->fn and cg->allocas switched to it, until cg_helper_end returns to
  * where the caller was (cg->slab too). */
 typedef struct CgSaved {
-    LLVMValueRef fn, slab;
+    LLVMValueRef fn, slab, training, seed;
     LLVMBasicBlockRef allocas, here, start;
 } CgSaved;
 LLVMValueRef cg_helper_begin(Cg *cg, const char *name, LLVMTypeRef ty, CgSaved *s, bool *made);
@@ -275,7 +275,7 @@ void cg_helper_end(Cg *cg, const CgSaved *s);
  * calls rt_parallel with at most max_parts parts. The part function must
  * give each output element to one part and compute it there exactly as one
  * thread would: then no result depends on the number of threads. */
-#define CG_PAR_VALS 4
+#define CG_PAR_VALS 6
 /* A part is worth a thread's wake-up from this many flops of a product (some
  * 15 us), or this many elements of a pass over memory. */
 #define CG_PART_FLOPS (1 << 19)
@@ -296,7 +296,8 @@ typedef struct CgPar {
 } CgPar;
 void cg_par_begin(Cg *cg, CgPar *p, const char *name, const LLVMValueRef *vals, int nvals);
 /* The same for the node function being built: its slab is p->vals[0] (and
- * cg->slab) in the part function, extra[k] its p->vals[k + 1]. */
+ * cg->slab) in the part function, extra[k] its p->vals[k + 1]; cg->training
+ * and cg->seed are the caller's there too (they travel after the extras). */
 void cg_par_begin_node(Cg *cg, CgPar *p, const LLVMValueRef *extra, int nextra);
 void cg_par_end(Cg *cg, CgPar *p, int64_t max_parts, int64_t scratch_bytes);
 /* The part's share [start, end) of units 0 .. units, in order: every unit

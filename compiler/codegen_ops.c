@@ -516,12 +516,9 @@ static void emit_batchnorm(Cg *cg, const Node *n) {
      * outputs are computed as one thread would. */
     int64_t parts = cg_max_parts(cg, 3.0 * (double)(nb * rows * F), CG_PART_ELEMS, F);
     CgPar par;
-    LLVMValueRef from = cg_i64(cg, 0), to = cg_i64(cg, F), outer_training = cg->training;
+    LLVMValueRef from = cg_i64(cg, 0), to = cg_i64(cg, F);
     if (parts > 1) {
-        /* The part needs the caller's training flag: it travels as a value. */
-        LLVMValueRef flag = LLVMBuildIntToPtr(cg->b, LLVMBuildZExt(cg->b, cg->training, cg->t_i64, ""), cg->t_ptr, "");
-        cg_par_begin_node(cg, &par, &flag, 1);
-        cg->training = LLVMBuildTrunc(cg->b, LLVMBuildPtrToInt(cg->b, par.vals[1], cg->t_i64, ""), cg->t_i32, "");
+        cg_par_begin_node(cg, &par, NULL, 0);
         from = cg_part_start(cg, &par, F);
         to = cg_part_end(cg, &par, F);
     }
@@ -567,10 +564,7 @@ static void emit_batchnorm(Cg *cg, const Node *n) {
     cg_loop_end(cg, &lr);
     cg_loop_end(cg, &lb);
     cg_loop_end(cg, &lf);
-    if (parts > 1) {
-        cg_par_end(cg, &par, parts, 0);
-        cg->training = outer_training;
-    }
+    if (parts > 1) cg_par_end(cg, &par, parts, 0);
 }
 
 /* The sums of x's columns into n [F], x [..., F] f32 with every example and
@@ -815,6 +809,13 @@ static LLVMValueRef class_loss(Cg *cg, OpKind loss, bool logits, const Node *p, 
  * loss over rows of classes computes its rows on threads, each row's term
  * and log-sum-exp into the node's working storage, then sums the terms in
  * row order. */
+/* The n doubles at buf added into the f64 local sum, in order. */
+static void add_in_order(Cg *cg, LLVMValueRef sum, LLVMValueRef buf, int64_t n) {
+    CgLoop l = cg_loop_begin(cg, n);
+    accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, buf, l.i));
+    cg_loop_end(cg, &l);
+}
+
 static void emit_loss(Cg *cg, const Node *n) {
     const Node *p = n->in[0], *y = n->in[1];
     OpKind loss = n->op;
@@ -831,10 +832,7 @@ static void emit_loss(Cg *cg, const Node *n) {
         cg_store(cg, cg->t_f64, terms, cg_add(cg, rp.row, cg_i64(cg, R)), lse);
         rows_end(cg, &rp);
         /* Back on the calling thread: the terms in row order. */
-        LLVMValueRef terms_here = cg_extra(cg, n);
-        CgLoop lr = cg_loop_begin(cg, R);
-        accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, terms_here, lr.i));
-        cg_loop_end(cg, &lr);
+        add_in_order(cg, sum, cg_extra(cg, n), R);
     } else {
         /* The terms in a loop of their own, which runs on vectors, then
          * their sum in order (a long one term by term, as it comes). */
@@ -854,11 +852,7 @@ static void emit_loss(Cg *cg, const Node *n) {
         else accumulate(cg, cg->t_f64, sum, v);
         cg_loop_end(cg, &li);
         cg_loop_end(cg, &lb);
-        if (buffered) {
-            CgLoop lr = cg_loop_begin(cg, R);
-            accumulate(cg, cg->t_f64, sum, cg_load(cg, cg->t_f64, buf, lr.i));
-            cg_loop_end(cg, &lr);
-        }
+        if (buffered) add_in_order(cg, sum, buf, R);
     }
     cg_stored_as_f32(cg, cg_base(cg, n), cg_i64(cg, 0), fdiv(cg, cg_get(cg, cg->t_f64, sum), cg_f64(cg, (double)R)));
 }
