@@ -287,7 +287,7 @@ static bool body_init(Body *B, Fuse *f, Node *scan) {
     size_t n = (size_t)(B->n ? B->n : 1);
     B->kind = ARENA_ARRAY(f->arena, unsigned char, n);
     B->has_matmul = ARENA_ARRAY(f->arena, bool, n);
-    B->uses = ARENA_ARRAY(f->arena, int, n);
+    B->uses = graph_uses(B->b, f->arena);
     B->out = ARENA_ARRAY(f->arena, Node *, n);
     B->emitted = ARENA_ARRAY(f->arena, Node *, n);
     for (int i = 0; i < B->n; i++) {
@@ -295,12 +295,9 @@ static bool body_init(Body *B, Fuse *f, Node *scan) {
         if (x->op == OP_SCAN) return false; /* a nested scan: left alone */
         B->kind[i] = (unsigned char)classify(B, x);
         B->has_matmul[i] = x->op == OP_MATMUL || x->op == OP_MATMUL_T;
-        for (int k = 0; k < x->nin; k++) {
-            B->uses[x->in[k]->id]++;
+        for (int k = 0; k < x->nin; k++)
             if (B->kind[i] != K_STATE) B->has_matmul[i] |= B->has_matmul[x->in[k]->id];
-        }
     }
-    for (int i = 0; i < B->b->outputs.len; i++) B->uses[((Node *)B->b->outputs.items[i])->id]++;
     return true;
 }
 
@@ -778,13 +775,7 @@ static int by_start(const void *a, const void *b) {
  * it is swept. Every element keeps its value (x + 0 = x, but for the sign
  * of a zero). */
 static void concat_slice_grads(Fuse *f, Graph *b) {
-    int n = b->nodes.len;
-    int *uses = ARENA_ARRAY(f->arena, int, n ? n : 1);
-    for (int i = 0; i < n; i++) {
-        Node *x = b->nodes.items[i];
-        for (int k = 0; k < x->nin; k++) uses[x->in[k]->id]++;
-    }
-    for (int i = 0; i < b->outputs.len; i++) uses[((Node *)b->outputs.items[i])->id]++;
+    int n = b->nodes.len, *uses = graph_uses(b, f->arena);
     enum { MAX_LEAVES = 16 };
     for (int i = n - 1; i >= 0; i--) {
         Node *x = b->nodes.items[i], *leaf[MAX_LEAVES];
@@ -850,13 +841,7 @@ static void fuse_scan(Fuse *f, Node *s, const FuseOptions *o) {
  * of accumulators instead of two tables' worth, added. */
 static void merge_embed_grads(Fuse *f) {
     Graph *g = f->g;
-    int *uses = ARENA_ARRAY(f->arena, int, g->nodes.len ? g->nodes.len : 1);
-    for (int i = 0; i < g->nodes.len; i++) {
-        Node *x = g->nodes.items[i];
-        for (int k = 0; k < x->nin; k++) uses[x->in[k]->id]++;
-    }
-    for (int i = 0; i < g->grads.len; i++)
-        if (g->grads.items[i]) uses[((Node *)g->grads.items[i])->id]++;
+    int *uses = graph_uses(g, f->arena);
     for (int i = 0; i < f->n0; i++) {
         Node *x = g->nodes.items[i];
         if (x->op != OP_ADD) continue;

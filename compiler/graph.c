@@ -54,6 +54,28 @@ Node *graph_add_like(Graph *g, const Node *like, int nin, Node **in) {
     return n;
 }
 
+int *graph_uses(const Graph *g, Arena *a) {
+    int *uses = ARENA_ARRAY(a, int, g->nodes.len ? g->nodes.len : 1);
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *x = g->nodes.items[i];
+        for (int k = 0; k < x->nin; k++) uses[x->in[k]->id]++;
+    }
+    const Node *refs[2] = {g->loss, g->output};
+    for (int i = 0; i < 2; i++)
+        if (refs[i] && refs[i]->graph == g) uses[refs[i]->id]++;
+    const PtrVec *lists[3] = {&g->outputs, &g->metrics, &g->grads};
+    for (int l = 0; l < 3; l++)
+        for (int i = 0; i < lists[l]->len; i++) {
+            const Node *x = lists[l]->items[i];
+            if (x && x->graph == g) uses[x->id]++;
+        }
+    for (int i = 0; i < g->updates.len; i++) {
+        const Node *v = ((Update *)g->updates.items[i])->value;
+        if (v && v->graph == g) uses[v->id]++;
+    }
+    return uses;
+}
+
 int64_t scan_walked(const Node *scan, int64_t *first) {
     if (scan->scan.walk_end > 0) {
         *first = scan->scan.walk_begin;

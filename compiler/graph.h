@@ -147,6 +147,10 @@ Node *graph_add_like(Graph *g, const Node *like, int nin, Node **in);
 bool graph_is_stateful(const Graph *g);
 
 int64_t type_elements(const Type *t);   /* per example */
+/* How many times each node of g (by id) is read: as an input of g's nodes,
+ * as a body's output, and as the graph's loss, output, metric, gradient or
+ * state update. In the arena. */
+int *graph_uses(const Graph *g, Arena *a);
 /* The steps a scan walks: how many, and the time index of the first (the
  * lowest, whichever way it walks). */
 int64_t scan_walked(const Node *scan, int64_t *first);

@@ -252,21 +252,6 @@ static bool splits(const Graph *g, const Node *s, int64_t window) {
     return true;
 }
 
-/* Is x read by a node or named by the graph? */
-static bool is_read(const Graph *g, const Node *x) {
-    for (int i = 0; i < g->nodes.len; i++) {
-        const Node *n = g->nodes.items[i];
-        for (int k = 0; k < n->nin; k++)
-            if (n->in[k] == x) return true;
-    }
-    if (g->loss == x || g->output == x) return true;
-    for (int i = 0; i < g->metrics.len; i++)
-        if (g->metrics.items[i] == x) return true;
-    for (int i = 0; i < g->updates.len; i++)
-        if (((Update *)g->updates.items[i])->value == x) return true;
-    return false;
-}
-
 bool schedule_windows(Graph *g, const GradOptions *o, Diags *d) {
     if (!o || o->window <= 0 || graph_is_stateful(g)) return true;
     Windows w = {.g = g, .arena = g->arena, .window = o->window, .d = d};
@@ -279,9 +264,10 @@ bool schedule_windows(Graph *g, const GradOptions *o, Diags *d) {
     if (g->nodes.len == n0) return true;
     /* The new nodes just before their scans; the lookups read around go. */
     bool *dead = ARENA_ARRAY(w.arena, bool, n0);
+    int *uses = graph_uses(g, w.arena);
     for (int k = 0; k < w.lookups.len; k++) {
         Node *x = w.lookups.items[k];
-        dead[x->id] = !is_read(g, x);
+        dead[x->id] = uses[x->id] == 0;
     }
     Node **old = ARENA_ARRAY(w.arena, Node *, g->nodes.len);
     memcpy(old, g->nodes.items, sizeof *old * (size_t)g->nodes.len);
