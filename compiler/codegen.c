@@ -17,8 +17,8 @@
 #include <time.h>
 
 struct CgModule {
-    LLVMOrcThreadSafeContextRef tsctx;  /* owned until cg_take_module */
-    LLVMModuleRef mod;                  /* lives in tsctx's context; owned until cg_take_module */
+    LLVMContextRef ctx;                 /* owned */
+    LLVMModuleRef mod;                  /* in ctx; owned */
     bool optimized;
     CgPlan plan;                        /* arrays owned (malloc) */
     CgSignature sig;
@@ -1226,11 +1226,8 @@ CgModule *cg_lower(const Graph *g, const char *name, char **error) {
                            .args = {CG_PTR, CG_I32, CG_U64, CG_I32},
                            .arg_names = {"slab", "training", "dropout_seed", "upto"}};
 
-    /* The context belongs to the thread-safe context, the module to us until
-     * cg_take_module. */
-    m->tsctx = LLVMOrcCreateNewThreadSafeContext();
-    m->mod = LLVMModuleCreateWithNameInContext(name && *name ? name : "seqc",
-                                               LLVMOrcThreadSafeContextGetContext(m->tsctx));
+    m->ctx = LLVMContextCreate();
+    m->mod = LLVMModuleCreateWithNameInContext(name && *name ? name : "seqc", m->ctx);
     Cg cg;
     cg_start(&cg, m);
     cg.fns = calloc((size_t)m->plan.ngraphs, sizeof *cg.fns);
@@ -1263,7 +1260,7 @@ oom:
 void cg_free(CgModule *m) {
     if (!m) return;
     if (m->mod) LLVMDisposeModule(m->mod);
-    if (m->tsctx) LLVMOrcDisposeThreadSafeContext(m->tsctx);
+    if (m->ctx) LLVMContextDispose(m->ctx);
     plan_free(&m->plan);
     free(m->entry);
     free(m->update);
@@ -1372,10 +1369,6 @@ LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, LLVMRelocMode reloc, LLV
 
 bool cg_emit(CgModule *m, CgEmitKind kind, const char *path, char **error) {
     *error = NULL;
-    if (!m->mod) {
-        *error = cg_format("seqc: code generator: the module was already handed on");
-        return false;
-    }
     char *msg = NULL;
     if (kind == CG_EMIT_LLVM) {
         if (LLVMPrintModuleToFile(m->mod, path, &msg)) {
@@ -1419,10 +1412,6 @@ LLVMMemoryBufferRef cg_emit_object(CgModule *m, char **error) {
 }
 
 void cg_dump_ir(const CgModule *m, FILE *out) {
-    if (!m->mod) {
-        fprintf(out, "; the module was handed to the JIT\n");
-        return;
-    }
     char *s = LLVMPrintModuleToString(m->mod);
     fputs(s, out);
     LLVMDisposeMessage(s);
@@ -1439,10 +1428,6 @@ void cg_init_native(void) {
 bool cg_optimize(CgModule *m, char **error) {
     *error = NULL;
     if (m->optimized) return true;
-    if (!m->mod) {
-        *error = cg_format("seqc: code generator: the module was already handed on");
-        return false;
-    }
     double t0 = cg_now_ms();
     bool ok = false;
     LLVMPassBuilderOptionsRef opts = NULL;
@@ -1463,14 +1448,4 @@ cleanup:
     if (tm) LLVMDisposeTargetMachine(tm);
     m->timing.passes_ms = cg_now_ms() - t0;
     return ok;
-}
-
-struct LLVMOrcOpaqueThreadSafeModule *cg_take_module(CgModule *m) {
-    if (!m->mod) return NULL;
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m->mod, m->tsctx);
-    /* The thread-safe module shares the context now; drop our reference. */
-    LLVMOrcDisposeThreadSafeContext(m->tsctx);
-    m->mod = NULL;
-    m->tsctx = NULL;
-    return tsm;
 }

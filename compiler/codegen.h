@@ -38,9 +38,8 @@
  * 1 - 1e-7 rounds to 1 - 1.19e-7). A single IEEE operation on f32 inputs
  * (add, mul, ...) is done in f32: its result equals the interpreter's.
  *
- * Ownership: cg_lower returns a CgModule owned by the caller (cg_free). It
- * holds an LLVM thread-safe context and module until cg_take_module (jit.c)
- * hands them on; the plan and signature stay with the CgModule. */
+ * Ownership: cg_lower returns a CgModule owned by the caller (cg_free): its
+ * LLVM context and module, plan and signature. */
 #ifndef SEQC_CODEGEN_H
 #define SEQC_CODEGEN_H
 
@@ -115,8 +114,8 @@ typedef void (*CgUpdateFn)(uint8_t *slab, uint64_t step, double lr);
 /* Milliseconds spent in each stage, filled as the stages run. */
 typedef struct CgTiming {
     double lower_ms;        /* graph -> IR, and the verifier */
-    double passes_ms;       /* default<O3> */
-    double jit_ms;          /* LLJIT: machine code and symbol lookup */
+    double passes_ms;       /* default<O3>; with cg_emit_objects, the machine code too (wall time) */
+    double jit_ms;          /* LLJIT: linking and symbol lookup */
     bool cached;            /* the machine code came from the object cache (jit.c): no passes ran */
 } CgTiming;
 
@@ -185,6 +184,12 @@ const CgStats *cg_stats(const CgModule *m);
  * features), after setting the module's triple and data layout. Idempotent. */
 bool cg_optimize(CgModule *m, char **error);
 
+/* The module compiled for the host as cg_emit_objects does, on up to
+ * `threads` threads (0: one per core), written to the object files
+ * `<prefix>.0.o`, `<prefix>.1.o`, ...: returns how many, or 0 with *error
+ * malloc'd. */
+int cg_write_objects(CgModule *m, int threads, const char *prefix, char **error);
+
 /* Writes the module for the host CPU: LLVM IR text, assembly, or an object
  * file (position-independent). Emitting to a file leaves the module usable. */
 typedef enum { CG_EMIT_LLVM, CG_EMIT_ASM, CG_EMIT_OBJ } CgEmitKind;
@@ -201,15 +206,9 @@ bool cg_emit_stub(const char *name, const char *manifest, const char *train_step
 /* The module's IR as text, for debugging. */
 void cg_dump_ir(const CgModule *m, FILE *out);
 
-/* For jit.c (and the object emitter later): hands the module over, with its
- * context, as an ORC thread-safe module; the CgModule keeps plan, signature
- * and timing. Returns NULL when it was already taken. */
-struct LLVMOrcOpaqueThreadSafeModule *cg_take_module(CgModule *m);
-
 /* ---- internal: shared by codegen.c and codegen_ops.c only ------------------- */
 #ifdef SEQC_CODEGEN_INTERNAL
 #include <llvm-c/Core.h>
-#include <llvm-c/Orc.h>
 #include <llvm-c/TargetMachine.h>
 
 /* A scan carries at most this many states (an LSTM's backward step carries
@@ -367,11 +366,21 @@ void cg_zero(Cg *cg, const Node *n);
 void cg_copy_examples(Cg *cg, const Node *at, LLVMValueRef dst, const Type *dt, LLVMValueRef dst_off, LLVMValueRef src,
                       const Type *st, LLVMValueRef src_off, int64_t len);
 
-/* For jit.c: the module (NULL once handed on), and the module optimized and
+/* For jit.c: the module, and the module optimized and
  * compiled for the host into an object file in memory, which the JIT links
  * (the module stays: cg_free disposes it). NULL with *error set on failure. */
 LLVMModuleRef cg_module_ref(CgModule *m);
 LLVMMemoryBufferRef cg_emit_object(CgModule *m, char **error);
+
+/* codegen_split.c: the module optimized for the host and compiled into
+ * position-independent object files on up to `threads` threads (0: one per
+ * core), its kernels dealt out to parts by size; a small module is one
+ * object. Returns how many objects, in *objs (malloc'd; the caller disposes
+ * of each and frees the array), or 0 with *error malloc'd. The kernels that
+ * leave the first part become external symbols named `<entry>.<kernel>`;
+ * the module stays usable for cg_emit. cg_timing's passes_ms is the wall
+ * time of it all (passes and machine code). */
+int cg_emit_objects(CgModule *m, int threads, LLVMMemoryBufferRef **objs, char **error);
 
 /* A target machine for this host's CPU and features, with the module's triple
  * and data layout set to match it. NULL with *error set on failure; the

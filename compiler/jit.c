@@ -26,6 +26,7 @@ struct CgJit {
     LLVMOrcLLJITRef jit;    /* owned: holds the module and its machine code */
     CgStepFn entry;
     CgUpdateFn update;      /* NULL without cg_add_update */
+    int objects;
 };
 
 /* Takes err (consumed) and returns a malloc'd message. */
@@ -119,7 +120,7 @@ static char *define_externs(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, const Cg
  * $XDG_CACHE_HOME/seqc, else ~/.cache/seqc; deleting it is always safe. A
  * cache that cannot be read or written is no error: the module is compiled. */
 
-#define CACHE_FORMAT "seqc-object-cache 2"
+#define CACHE_FORMAT "seqc-object-cache 3"
 
 /* malloc'd, or NULL when the cache is off or has no home. */
 static char *cache_dir(void) {
@@ -185,9 +186,10 @@ static char *cache_path(LLVMModuleRef mod) {
     return path;
 }
 
-/* An entry is the object file, then its length and two hashes of it (24
- * bytes, in the host's byte order): a file cut short or damaged reads as no
- * entry. */
+/* An entry is the object files one after the other, their lengths, their
+ * number, then the length of all that and two hashes of it (24 bytes; the
+ * numbers in the host's byte order): a file cut short or damaged reads as
+ * no entry. */
 typedef struct Trailer {
     uint64_t length, h[2];
 } Trailer;
@@ -198,37 +200,73 @@ static Trailer trailer_of(const void *data, size_t n) {
     return t;
 }
 
-/* The object at path, or NULL. */
-static LLVMMemoryBufferRef cache_load(const char *path) {
-    LLVMMemoryBufferRef file = NULL, obj = NULL;
+/* The objects at path (how many; *objs malloc'd), or 0. */
+static int cache_load(const char *path, LLVMMemoryBufferRef **objs) {
+    LLVMMemoryBufferRef file = NULL;
     char *msg = NULL;
+    int nobjs = 0;
+    *objs = NULL;
     if (access(path, R_OK) == 0 && !LLVMCreateMemoryBufferWithContentsOfFile(path, &file, &msg)) {
         size_t n = LLVMGetBufferSize(file);
         const char *data = LLVMGetBufferStart(file);
         Trailer want, got;
-        if (n > sizeof want) {
-            memcpy(&got, data + n - sizeof got, sizeof got);
-            want = trailer_of(data, n - sizeof got);
-            if (memcmp(&got, &want, sizeof got) == 0)
-                obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(data, n - sizeof got, "seqc-cached.o");
+        uint64_t count = 0;
+        if (n > sizeof got + sizeof count) {
+            n -= sizeof got;
+            memcpy(&got, data + n, sizeof got);
+            want = trailer_of(data, n);
+            n -= sizeof count;
+            memcpy(&count, data + n, sizeof count);
+        }
+        if (count > 0 && count <= n / sizeof(uint64_t) && memcmp(&got, &want, sizeof got) == 0 &&
+            (*objs = calloc((size_t)count, sizeof **objs))) {
+            const char *lengths = data + n - count * sizeof(uint64_t);
+            uint64_t at = 0;
+            for (uint64_t i = 0; i < count; i++) {
+                uint64_t len;
+                memcpy(&len, lengths + i * sizeof len, sizeof len);
+                if (len > (uint64_t)(lengths - data) - at) break;
+                (*objs)[nobjs++] = LLVMCreateMemoryBufferWithMemoryRangeCopy(data + at, len, "seqc-cached.o");
+                at += len;
+            }
+            if (nobjs != (int)count || at != (uint64_t)(lengths - data)) {
+                while (nobjs > 0) LLVMDisposeMemoryBuffer((*objs)[--nobjs]);
+                free(*objs);
+                *objs = NULL;
+            }
         }
         LLVMDisposeMemoryBuffer(file);
     }
     if (msg) LLVMDisposeMessage(msg);
-    return obj;
+    return nobjs;
 }
 
 /* Written beside and renamed: a reader never sees half a file. */
-static void cache_store(const char *path, LLVMMemoryBufferRef obj) {
+static void cache_store(const char *path, LLVMMemoryBufferRef *objs, int nobjs) {
     char *dir = cg_format("%s", path);
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0;
     char *tmp = cg_format("%s.%ld.tmp", path, (long)getpid());
     FILE *f = slash && make_dirs(dir) ? fopen(tmp, "wb") : NULL;
     if (f) {
-        size_t n = LLVMGetBufferSize(obj);
-        Trailer t = trailer_of(LLVMGetBufferStart(obj), n);
-        bool ok = fwrite(LLVMGetBufferStart(obj), 1, n, f) == n && fwrite(&t, sizeof t, 1, f) == 1;
+        Trailer t = trailer_of(NULL, 0);
+        bool ok = true;
+        for (int i = 0; i < nobjs; i++) {
+            size_t n = LLVMGetBufferSize(objs[i]);
+            hash(t.h, LLVMGetBufferStart(objs[i]), n);
+            t.length += n;
+            ok = ok && fwrite(LLVMGetBufferStart(objs[i]), 1, n, f) == n;
+        }
+        for (int i = 0; i < nobjs; i++) {
+            uint64_t n = LLVMGetBufferSize(objs[i]);
+            hash(t.h, &n, sizeof n);
+            t.length += sizeof n;
+            ok = ok && fwrite(&n, sizeof n, 1, f) == 1;
+        }
+        uint64_t count = (uint64_t)nobjs;
+        hash(t.h, &count, sizeof count);
+        t.length += sizeof count;
+        ok = ok && fwrite(&count, sizeof count, 1, f) == 1 && fwrite(&t, sizeof t, 1, f) == 1;
         ok = fclose(f) == 0 && ok;
         if (!ok || rename(tmp, path) != 0) remove(tmp);
     }
@@ -238,30 +276,24 @@ static void cache_store(const char *path, LLVMMemoryBufferRef obj) {
 
 CgJit *cg_jit(CgModule *m, char **error) {
     *error = NULL;
-    /* With the cache: the object it holds, or one compiled here and kept in
-     * it; without: the JIT compiles the module itself. */
-    LLVMModuleRef mod = cg_module_ref(m);
-    char *cached_at = mod ? cache_path(mod) : NULL;
-    LLVMMemoryBufferRef obj = cached_at ? cache_load(cached_at) : NULL;
-    cg_timing(m)->cached = obj != NULL;
-    /* jit_ms: code generation and linking; the passes are counted apart */
-    double t0 = cg_now_ms(), passes_before = cg_timing(m)->passes_ms;
-    if (!obj && cached_at) {
-        obj = cg_emit_object(m, error);
-        if (!obj) {
-            free(cached_at);
-            return NULL;
-        }
-        cache_store(cached_at, obj);
+    /* The objects the cache holds, or ones compiled here (and kept in it). */
+    char *cached_at = cache_path(cg_module_ref(m));
+    LLVMMemoryBufferRef *objs = NULL;
+    int nobjs = cached_at ? cache_load(cached_at, &objs) : 0;
+    cg_timing(m)->cached = nobjs > 0;
+    if (nobjs == 0) {
+        nobjs = cg_emit_objects(m, rt_threads(), &objs, error);
+        if (nobjs > 0 && cached_at) cache_store(cached_at, objs, nobjs);
     }
     free(cached_at);
-    if (!obj && !cg_optimize(m, error)) return NULL;
-    t0 += cg_timing(m)->passes_ms - passes_before;
+    if (nobjs == 0) return NULL;
+    /* jit_ms: linking and the lookups; the passes and machine code are passes_ms */
+    double t0 = cg_now_ms();
     cg_init_native();
     CgJit *j = calloc(1, sizeof *j);
     if (!j) {
         *error = cg_format("seqc: jit: out of memory");
-        return NULL;
+        goto fail;
     }
     LLVMErrorRef err = LLVMOrcCreateLLJIT(&j->jit, NULL); /* a builder for the host */
     if (err) {
@@ -285,22 +317,12 @@ CgJit *cg_jit(CgModule *m, char **error) {
         goto fail;
     }
     LLVMOrcJITDylibAddGenerator(jd, gen); /* the dylib owns gen */
-    if (obj) {
-        err = LLVMOrcLLJITAddObjectFile(j->jit, jd, obj); /* takes obj, failure or not */
-        obj = NULL;
+    j->objects = nobjs;
+    for (int i = 0; i < nobjs; i++) {
+        err = LLVMOrcLLJITAddObjectFile(j->jit, jd, objs[i]); /* takes the object, failure or not */
+        objs[i] = NULL;
         if (err) {
             *error = error_text("cannot add the object", err);
-            goto fail;
-        }
-    } else {
-        LLVMOrcThreadSafeModuleRef tsm = cg_take_module(m);
-        if (!tsm) {
-            *error = cg_format("seqc: jit: the module was already handed on");
-            goto fail;
-        }
-        err = LLVMOrcLLJITAddLLVMIRModule(j->jit, jd, tsm); /* takes tsm, failure or not */
-        if (err) {
-            *error = error_text("cannot add the module", err);
             goto fail;
         }
     }
@@ -321,15 +343,20 @@ CgJit *cg_jit(CgModule *m, char **error) {
         j->update = (CgUpdateFn)(uintptr_t)addr;
     }
     cg_timing(m)->jit_ms = cg_now_ms() - t0;
+    free(objs);
     return j;
 fail:
-    if (obj) LLVMDisposeMemoryBuffer(obj);
+    for (int i = 0; i < nobjs; i++)
+        if (objs[i]) LLVMDisposeMemoryBuffer(objs[i]);
+    free(objs);
     cg_jit_free(j);
     return NULL;
 }
 
 CgStepFn cg_jit_entry(const CgJit *j) { return j->entry; }
 CgUpdateFn cg_jit_update(const CgJit *j) { return j->update; }
+
+int cg_jit_objects(const CgJit *j) { return j->objects; }
 
 void cg_jit_free(CgJit *j) {
     if (!j) return;

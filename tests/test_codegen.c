@@ -24,6 +24,7 @@
 #include "jit.h"
 #include "gradcheck.h"
 #include "models.h"
+#include "pool.h"
 #include "program.h"
 #include "rng.h"
 #include "schedule.h"
@@ -566,6 +567,52 @@ START_TEST(dropout_mask_matches_interpreter) {
 }
 END_TEST
 
+/* A module compiled on three threads is three objects whose kernels call
+ * each other across them, and computes the bits one object computes: a
+ * training step from the same slab leaves the same slab. */
+START_TEST(split_objects_same_bits) {
+    Loaded l;
+    ck_assert(load(&l, rnn_models[1], NULL, 4));
+    Graph *g = l.model.graph;
+    char *err = NULL;
+    Interp *it = interp_new(g, PREC_F32);
+    interp_init_params(it, 1);
+    RtRng rng;
+    rt_rng_seed(&rng, 1, 7);
+    for (int i = 0; i < g->inputs.len; i++) gradcheck_fill_input(it, g, g->inputs.items[i], &rng);
+    for (int i = 0; i < g->targets.len; i++) gradcheck_fill_input(it, g, g->targets.items[i], &rng);
+    uint8_t *slab[2];
+    CgModule *m[2];
+    CgJit *j[2];
+    int threads[2] = {1, 3};
+    for (int k = 0; k < 2; k++) {
+        m[k] = cg_lower(g, g->name, &err);
+        ck_assert_msg(m[k] != NULL, "%s", err ? err : "?");
+        rt_set_threads(threads[k]); /* the JIT compiles on as many threads as kernels run on */
+        j[k] = cg_jit(m[k], &err);
+        ck_assert_msg(j[k] != NULL, "%s", err ? err : "?");
+        ck_assert_int_eq(cg_jit_objects(j[k]), threads[k]);
+        const CgPlan *plan = cg_plan(m[k]);
+        slab[k] = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
+        ck_assert_ptr_nonnull(slab[k]);
+        memset(slab[k], 0, (size_t)plan->slab_bytes);
+        gradcheck_write_slab(it, g, plan->offset, slab[k]);
+        rt_set_threads(1);
+        cg_jit_entry(j[k])(slab[k], 1, 5, g->nodes.len);
+    }
+    rt_set_threads(0);
+    ck_assert_int_eq(cg_plan(m[0])->slab_bytes, cg_plan(m[1])->slab_bytes);
+    ck_assert(memcmp(slab[0], slab[1], (size_t)cg_plan(m[0])->slab_bytes) == 0);
+    for (int k = 0; k < 2; k++) {
+        cg_jit_free(j[k]);
+        cg_free(m[k]);
+        free(slab[k]);
+    }
+    interp_free(it);
+    unload(&l);
+}
+END_TEST
+
 /* The plan: every node of the model and of each body has an aligned buffer
  * inside the slab, and no two buffers of the same graph overlap; a capture
  * of the captured value's type reads that value in place, and a state input
@@ -694,6 +741,7 @@ int main(void) {
     tcase_add_test(ops, inference_mode);
     tcase_add_test(ops, dropout_mask_matches_interpreter);
     tcase_add_test(ops, memory_plan_is_sound);
+    tcase_add_test(ops, split_objects_same_bits);
     tcase_add_test(ops, emit_files);
     suite_add_tcase(s, ops);
     TCase *rnn = tcase_create("recurrent");
