@@ -1,17 +1,27 @@
 #include "dropout.h"
 
+#include <math.h>
+
 #include "pool.h"
 #include "rng.h"
 
-/* Elements [from, to) of the mask: element i draws the two words at
- * position 2i of its stream (rt_rng_uniform's), whichever thread draws it. */
-static void mask_range(float *dst, int64_t from, int64_t to, double rate, uint64_t seed, uint64_t stream) {
-    RtRng rng;
-    rt_rng_seed(&rng, seed, stream);
-    rt_rng_set_state(&rng, (RtRngState){.seed = seed, .stream = stream, .position = 2 * (uint64_t)from});
-    /* The interpreter keeps 1 / (1 - rate) in double and rounds it to float. */
-    float kept = (float)(1.0 / (1.0 - rate));
-    for (int64_t i = from; i < to; i++) dst[i] = rt_rng_uniform(&rng) >= rate ? kept : 0.0f;
+void rt_dropout_mask_range_f32(float *dst, int64_t from, int64_t to, double rate, uint64_t seed, uint64_t stream) {
+    /* The interpreter keeps 1 / (1 - rate) in double and rounds it to float.
+     * Indexed, not branched on: a branch on random draws mispredicts. */
+    const float value[2] = {0.0f, (float)(1.0 / (1.0 - rate))};
+    /* The draw is u = k * 2^-53 with the integer k = bits >> 11 < 2^53, and
+     * rate * 2^53 is exact too (a power-of-two scaling, below 2^53), so
+     * u >= rate exactly when k >= rate * 2^53, that is k >= its ceiling. */
+    uint64_t least_kept = (uint64_t)ceil(rate * 0x1.0p53);
+    uint64_t bits[2 * RT_RNG_BATCH];
+    /* Batches start at the block of element `from`, mid-block when `from` is
+     * odd; draws before `from` or from `to` on are dropped. */
+    for (int64_t start = from / 2 * 2; start < to; start += 2 * RT_RNG_BATCH) {
+        rt_rng_uniform_bits(seed, stream, (uint64_t)start / 2, bits);
+        int64_t end = start + 2 * RT_RNG_BATCH < to ? start + 2 * RT_RNG_BATCH : to;
+        for (int64_t i = start > from ? start : from; i < end; i++)
+            dst[i] = value[bits[i - start] >> 11 >= least_kept];
+    }
 }
 
 typedef struct MaskTask {
@@ -24,7 +34,8 @@ typedef struct MaskTask {
 static void mask_part(void *ctx, int64_t part, int64_t nparts, void *scratch) {
     (void)scratch;
     const MaskTask *t = ctx;
-    mask_range(t->dst, t->n * part / nparts, t->n * (part + 1) / nparts, t->rate, t->seed, t->stream);
+    rt_dropout_mask_range_f32(t->dst, t->n * part / nparts, t->n * (part + 1) / nparts, t->rate, t->seed,
+                              t->stream);
 }
 
 /* Masks this large are drawn on the pool's threads (the generated code
@@ -37,7 +48,7 @@ void rt_dropout_mask_f32(float *dst, int64_t n, double rate, uint64_t seed, uint
         return;
     }
     if (n < 2 * MASK_PART) {
-        mask_range(dst, 0, n, rate, seed, stream);
+        rt_dropout_mask_range_f32(dst, 0, n, rate, seed, stream);
         return;
     }
     MaskTask t = {dst, n, rate, seed, stream};

@@ -20,4 +20,9 @@
  * than dividing by zero: the compiler refuses such rates before this runs. */
 void rt_dropout_mask_f32(float *dst, int64_t n, double rate, uint64_t seed, uint64_t stream);
 
+/* Elements [from, to) of that mask, on the calling thread alone: element i
+ * draws the words at positions 2i and 2i + 1 of its stream, whoever draws
+ * it. rate in [0, 1). */
+void rt_dropout_mask_range_f32(float *dst, int64_t from, int64_t to, double rate, uint64_t seed, uint64_t stream);
+
 #endif

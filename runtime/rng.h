@@ -46,6 +46,17 @@ typedef struct RtRngState {
 /* One Philox4x32-10 block; exposed so tests can check the published vectors. */
 void rt_rng_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
+/* Blocks per rt_rng_uniform_bits call: enough lanes to keep 256-bit vectors
+ * busy while the multiplies of a round are in flight. */
+#define RT_RNG_BATCH 32
+
+/* Bulk rt_rng_uniform draws (dropout masks): bits[p] = a << 32 | b for the
+ * words a, b at positions 4 * first + 2p and 4 * first + 2p + 1 of
+ * (seed, stream), i.e. from blocks first .. first + RT_RNG_BATCH - 1, so the
+ * rt_rng_uniform drawn there is (bits[p] >> 11) * 2^-53. The blocks are
+ * computed side by side, which vectorizes. */
+void rt_rng_uniform_bits(uint64_t seed, uint64_t stream, uint64_t first, uint64_t bits[2 * RT_RNG_BATCH]);
+
 void rt_rng_seed(RtRng *rng, uint64_t seed, uint64_t stream);
 uint32_t rt_rng_next_u32(RtRng *rng);
 double rt_rng_uniform(RtRng *rng);

@@ -225,6 +225,88 @@ START_TEST(test_dropout_mask_threads) {
 }
 END_TEST
 
+/* The mask as rt_rng_uniform draws it, one element at a time. */
+static void reference_mask(float *dst, int64_t from, int64_t to, double rate, uint64_t seed, uint64_t stream) {
+    RtRng rng;
+    rt_rng_seed(&rng, seed, stream);
+    rt_rng_set_state(&rng, (RtRngState){.seed = seed, .stream = stream, .position = 2 * (uint64_t)from});
+    float kept = (float)(1.0 / (1.0 - rate));
+    for (int64_t i = from; i < to; i++) dst[i] = rt_rng_uniform(&rng) >= rate ? kept : 0.0f;
+}
+
+/* Whole batches of blocks at a time, byte for byte the draws above: from
+ * odd (mid-block) and even starts, ends inside a block and inside a batch,
+ * rates at the edges of [0, 1) and right at a draw. */
+START_TEST(test_dropout_mask_range) {
+    enum { N = 8 * RT_RNG_BATCH }; /* past the largest from + size */
+    const double rates[] = {0.0, 0x1.0p-53, 0.15, 0.3, 0.5, 0.999, 1.0 - 0x1.0p-53};
+    const uint64_t seeds[] = {0, 42, 0x0123456789abcdefu, UINT64_MAX};
+    const uint64_t streams[] = {0, RT_DROPOUT_STREAM_BASE + 7, 0xfffffffe00000003u};
+    const int64_t froms[] = {0, 1, 2, 3, 2 * RT_RNG_BATCH - 1, 2 * RT_RNG_BATCH, 2 * RT_RNG_BATCH + 1,
+                             3 * RT_RNG_BATCH + 5};
+    const int64_t sizes[] = {0, 1, 2, 3, 2 * RT_RNG_BATCH - 1, 2 * RT_RNG_BATCH, 2 * RT_RNG_BATCH + 1,
+                             4 * RT_RNG_BATCH + 3};
+    float got[N], want[N];
+    for (size_t r = 0; r < sizeof rates / sizeof *rates; r++)
+        for (size_t s = 0; s < sizeof seeds / sizeof *seeds; s++)
+            for (size_t t = 0; t < sizeof streams / sizeof *streams; t++)
+                for (size_t f = 0; f < sizeof froms / sizeof *froms; f++)
+                    for (size_t z = 0; z < sizeof sizes / sizeof *sizes; z++) {
+                        int64_t from = froms[f], to = froms[f] + sizes[z];
+                        /* Elements outside [from, to) must keep this. */
+                        memset(got, 0x5a, sizeof got);
+                        memset(want, 0x5a, sizeof want);
+                        rt_dropout_mask_range_f32(got, from, to, rates[r], seeds[s], streams[t]);
+                        reference_mask(want, from, to, rates[r], seeds[s], streams[t]);
+                        ck_assert_msg(memcmp(got, want, sizeof got) == 0,
+                                      "rate %a seed %llx stream %llx elements [%lld, %lld)", rates[r],
+                                      (unsigned long long)seeds[s], (unsigned long long)streams[t],
+                                      (long long)from, (long long)to);
+                    }
+    /* Rates at a draw and the doubles either side of it: kept, kept, dropped.
+     * Below 0.5 the neighbours fall between multiples of 2^-53. */
+    RtRng rng;
+    rt_rng_seed(&rng, 5, 11);
+    for (int j = 0; j < 2 * RT_RNG_BATCH; j++) {
+        double u = rt_rng_uniform(&rng);
+        const double edges[] = {u, nextafter(u, 0.0), nextafter(u, 1.0)};
+        for (int e = 0; e < 3; e++) {
+            if (!(edges[e] >= 0 && edges[e] < 1)) continue;
+            rt_dropout_mask_range_f32(got, 0, 2 * RT_RNG_BATCH, edges[e], 5, 11);
+            reference_mask(want, 0, 2 * RT_RNG_BATCH, edges[e], 5, 11);
+            ck_assert_msg(memcmp(got, want, sizeof(float) * 2 * RT_RNG_BATCH) == 0, "rate %a", edges[e]);
+            ck_assert((got[j] != 0.0f) == (e < 2));
+        }
+    }
+    /* Whole masks, one thread and three (whose parts start at odd elements). */
+    static float mask[100003], ref[100003];
+    for (int threads = 1; threads <= 3; threads += 2) {
+        rt_set_threads(threads);
+        rt_dropout_mask_f32(mask, 100003, 0.15, 7, RT_DROPOUT_STREAM_BASE);
+        reference_mask(ref, 0, 100003, 0.15, 7, RT_DROPOUT_STREAM_BASE);
+        ck_assert_mem_eq(mask, ref, sizeof mask);
+    }
+    rt_set_threads(0);
+}
+END_TEST
+
+/* Counter words carry from the block's low word into its high one. */
+START_TEST(test_rng_uniform_bits) {
+    const uint64_t firsts[] = {0, 1, 0xffffffffu - 5, 0x3fffffffffffffffu - RT_RNG_BATCH};
+    for (size_t f = 0; f < sizeof firsts / sizeof *firsts; f++) {
+        uint64_t bits[2 * RT_RNG_BATCH];
+        rt_rng_uniform_bits(42, 9, firsts[f], bits);
+        RtRng rng;
+        rt_rng_seed(&rng, 42, 9);
+        rt_rng_set_state(&rng, (RtRngState){.seed = 42, .stream = 9, .position = 4 * firsts[f]});
+        for (int p = 0; p < 2 * RT_RNG_BATCH; p++) {
+            uint64_t a = rt_rng_next_u32(&rng);
+            ck_assert_uint_eq(bits[p], a << 32 | rt_rng_next_u32(&rng));
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_init_fans) {
     int64_t d0[1] = {0};
     RtFans f = rt_init_fans(d0, 0);
@@ -520,6 +602,8 @@ static Suite *rng_suite(void) {
     tcase_add_test(tc, test_rng_truncated_normal);
     tcase_add_test(tc, test_rng_state_round_trip);
     tcase_add_test(tc, test_dropout_mask_threads);
+    tcase_add_test(tc, test_dropout_mask_range);
+    tcase_add_test(tc, test_rng_uniform_bits);
     /* The million-draw tests take a moment under sanitizers. */
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
