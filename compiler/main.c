@@ -2,6 +2,7 @@
  * it needs: load (parse + imports) -> elaborate (graph, shapes) -> print. */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <llvm-c/Core.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -416,6 +417,43 @@ done:
     return status;
 }
 
+/* `seqc run` compiles the inference step (the batch-1 variant: prediction,
+ * sampling, the examples that do not fill a batch) on a thread of its own
+ * while the command starts on the training step; its first call waits for
+ * it. The runtime calls steps from one thread, so the wait needs no lock. */
+typedef struct BackgroundJit {
+    CgModule *code;
+    pthread_t thread;
+    CgJit *jit;
+    char *error;
+    bool joined;
+} BackgroundJit;
+
+static BackgroundJit background_infer;
+
+static void *jit_in_background(void *arg) {
+    BackgroundJit *bj = arg;
+    bj->jit = cg_jit(bj->code, &bj->error);
+    return NULL;
+}
+
+/* True when the inference step is ready; otherwise says why, once. */
+static bool join_infer(void) {
+    if (!background_infer.joined) {
+        pthread_join(background_infer.thread, NULL);
+        background_infer.joined = true;
+        if (background_infer.error) fprintf(stderr, "%s\n", background_infer.error);
+        free(background_infer.error);
+        background_infer.error = NULL;
+    }
+    return background_infer.jit != NULL;
+}
+
+static void infer_when_compiled(uint8_t *slab, int32_t training, uint64_t dropout_seed, int32_t upto) {
+    if (!join_infer()) exit(1);
+    cg_jit_entry(background_infer.jit)(slab, training, dropout_seed, upto);
+}
+
 /* `seqc run [--time] [--model NAME] [--batch N] [--bptt N] FILE COMMAND [options]`:
  * the seqc options may stand anywhere; --batch and --bptt are also the
  * command's, so they are passed on. */
@@ -480,20 +518,33 @@ static int cmd_run(int argc, char **argv) {
     Build b;
     char *err = NULL;
     int status = 1;
-    CgJit *tj = NULL, *ij = NULL;
+    CgJit *tj = NULL;
+    bool infer_started = false;
     if (!build_model(&bo, &b, &d, &err)) goto done;
     double t0 = now_ms();
-    if (!(tj = cg_jit(b.train_code, &err)) || !(ij = cg_jit(b.infer_code, &err))) goto done;
-    if (time) print_timing(&b, now_ms() - t0, "JIT");
+    if (!(tj = cg_jit(b.train_code, &err))) goto done;
+    double ready_ms = now_ms() - t0;
     diag_print(&d, stderr); /* warnings, before the run's output */
     diag_free(&d);
     diag_init(&d);
+    background_infer = (BackgroundJit){.code = b.infer_code};
+    infer_started = pthread_create(&background_infer.thread, NULL, jit_in_background, &background_infer) == 0;
+    if (!infer_started) {
+        jit_in_background(&background_infer);
+        background_infer.joined = true;
+        if (!background_infer.jit) {
+            err = background_infer.error;
+            goto done;
+        }
+    }
     RtModelCode code = {.manifest = b.manifest,
                         .train_step = (RtStepFn)cg_jit_entry(tj),
                         .train_update = (RtUpdateFn)cg_jit_update(tj),
-                        .infer_step = (RtStepFn)cg_jit_entry(ij)};
+                        .infer_step = infer_when_compiled};
     status = rt_main(&code, "seqc run", (int)nrest, rest);
+    if (!join_infer()) status = 1;
     if (time) {
+        print_timing(&b, ready_ms, "training step ready after");
         int64_t calls, split;
         rt_pool_counts(&calls, &split);
         fprintf(stderr, "seqc: kernels: %lld calls, %lld split over up to %d threads\n", (long long)calls,
@@ -505,7 +556,10 @@ done:
         free(err);
     }
     if (tj) cg_jit_free(tj);
-    if (ij) cg_jit_free(ij);
+    if (infer_started || background_infer.jit) {
+        join_infer();
+        cg_jit_free(background_infer.jit);
+    }
     status = finish(&d, status);
     build_free(&b);
     free(rest);
