@@ -1,17 +1,17 @@
 /* A module compiled on several threads: LLVM optimizes and compiles one
  * module on one thread, and a model's step is hundreds of kernels that do
  * not need each other's code. The kernels the entry points call (the
- * roots) are dealt out to parts by size, each part is a copy of the module
- * in its own context that keeps only what its roots reach, and each part
- * becomes an object file on its own thread.
+ * roots: every node's kernel, a scan body's too) are dealt out to parts by
+ * size, each part is a copy of the module in its own context that keeps
+ * only its roots and what they reach, and each part becomes an object file
+ * on its own thread.
  *
- * A root that leaves the first part (the one with the entry points) becomes
- * an external symbol, named after the module's entry so that the train and
- * infer modules of one executable do not clash; the other parts declare
- * it. Functions a root reaches stay internal and are copied into every part
- * that reaches them (the small GEMM packers, mostly). The arithmetic is the
- * IR's, with no fast-math, so where a function's code ends up does not
- * change a result. */
+ * A root becomes an external symbol, named after the module's entry so that
+ * the train and infer modules of one executable do not clash; the parts
+ * that call it but do not hold it declare it. The helpers a root reaches
+ * stay internal and are copied into every part that reaches them (the small
+ * GEMM packers, mostly). The arithmetic is the IR's, with no fast-math, so
+ * where a function's code ends up does not change a result. */
 #define SEQC_CODEGEN_INTERNAL
 #include <llvm-c/BitReader.h>
 #include <llvm-c/BitWriter.h>
@@ -96,12 +96,25 @@ static bool scan_module(LLVMModuleRef mod, Split *s) {
     return true;
 }
 
+/* A root's size with the helpers it reaches (another root is its own). */
 static int64_t reach(const Split *s, int i, unsigned char *seen) {
     if (seen[i]) return 0;
     seen[i] = 1;
     int64_t n = s->fns[i].size;
-    for (int r = 0; r < s->fns[i].nrefs; r++) n += reach(s, s->fns[i].refs[r], seen);
+    for (int r = 0; r < s->fns[i].nrefs; r++)
+        if (!s->fns[s->fns[i].refs[r]].root) n += reach(s, s->fns[i].refs[r], seen);
     return n;
+}
+
+/* A node's kernel, `void (ptr slab, i32 training, i64 seed)`: the entry
+ * calls the model's, a scan's kernel calls its body's at every step. */
+static bool node_kernel(LLVMValueRef f) {
+    LLVMTypeRef t = LLVMGlobalGetValueType(f), params[3];
+    if (LLVMGetTypeKind(LLVMGetReturnType(t)) != LLVMVoidTypeKind || LLVMCountParamTypes(t) != 3) return false;
+    LLVMGetParamTypes(t, params);
+    return LLVMGetTypeKind(params[0]) == LLVMPointerTypeKind && LLVMGetTypeKind(params[1]) == LLVMIntegerTypeKind &&
+           LLVMGetIntTypeWidth(params[1]) == 32 && LLVMGetTypeKind(params[2]) == LLVMIntegerTypeKind &&
+           LLVMGetIntTypeWidth(params[2]) == 64;
 }
 
 /* Deals the roots out to at most `want` parts, the largest first to the
@@ -111,16 +124,18 @@ static int deal_roots(Split *s, int want) {
     unsigned char *seen = calloc((size_t)s->nfns + 1, 1);
     if (!seen) return 1;
     int64_t total = 0, load[MAX_PARTS] = {0};
+    /* The roots: every node's kernel, and whatever else an entry calls (the
+     * update's parts). The helpers they call (tiles, packers, a kernel's
+     * parts) stay internal to a part, where the optimizer may specialize
+     * them for their constant arguments. */
     for (int i = 0; i < s->nfns; i++) {
-        if (!s->fns[i].entry) continue;
-        load[0] += s->fns[i].size;
-        for (int r = 0; r < s->fns[i].nrefs; r++) {
-            Fn *callee = &s->fns[s->fns[i].refs[r]];
-            if (!callee->entry && !callee->root) {
-                callee->root = true;
-                s->order[s->nroots++] = (int)(callee - s->fns);
-            }
-        }
+        Fn *fn = &s->fns[i];
+        for (int r = 0; fn->entry && r < fn->nrefs; r++) s->fns[fn->refs[r]].root = !s->fns[fn->refs[r]].entry;
+        if (!fn->entry && node_kernel(fn->fn)) fn->root = true;
+    }
+    for (int i = 0; i < s->nfns; i++) {
+        if (s->fns[i].entry) load[0] += s->fns[i].size;
+        if (s->fns[i].root) s->order[s->nroots++] = i;
     }
     for (int k = 0; k < s->nroots; k++) {
         Fn *root = &s->fns[s->order[k]];
@@ -208,9 +223,7 @@ static void *compile_part(void *arg) {
         size_t len;
         const char *name = LLVMGetValueName2(f, &len);
         int owner = part_of(p, name);
-        if (owner < 0 || owner == p->index) continue;
-        if (LLVMGetLinkage(f) == LLVMInternalLinkage) continue; /* a root of part 0, a copy where reached */
-        declare_only(mod, f);
+        if (owner >= 0 && owner != p->index) declare_only(mod, f);
     }
     tm = cg_host_machine(mod, LLVMRelocPIC, LLVMCodeModelDefault, &p->error);
     if (!tm) goto done;
@@ -273,7 +286,7 @@ int cg_emit_objects(CgModule *m, int threads, LLVMMemoryBufferRef **objs, char *
     for (int i = 0; i < s.nfns; i++) {
         Fn *fn = &s.fns[i];
         if (!fn->entry && !fn->root) continue;
-        if (fn->part > 0) {
+        if (fn->root) {
             size_t len;
             const char *name = LLVMGetValueName2(fn->fn, &len);
             char *global = cg_format("%s.%.*s", cg_signature(m)->name, (int)len, name);
