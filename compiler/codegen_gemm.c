@@ -244,12 +244,28 @@ static void pack_b(Cg *cg, const CgGemm *g, LLVMValueRef bp, LLVMValueRef q0, LL
 /* A(r, p) for r < mc, p < kc from src (A's row 0, term 0 of the block) into
  * slivers of MR rows: dst[(r / MR) * kc * MR + p * MR + r % MR]. */
 static void pack_a_body(Cg *cg, const CgGemm *g, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef mc, LLVMValueRef kc) {
-    CgLoop lr = cg_loop_begin_n(cg, mc);
-    LLVMValueRef row = cg_gep(cg, cg->t_f32, src, cg_mul(cg, lr.i, g->a_si));
-    LLVMValueRef sliver = LLVMBuildUDiv(cg->b, lr.i, cg_i64(cg, MR), "");
+    LLVMValueRef from = cg_i64(cg, 0);
+    if (g->a_si == 1) {
+        /* A transposed (a weight gradient's x^T): a sliver's MR values of
+         * one p are adjacent in A too, one vector each. */
+        LLVMValueRef slivers = LLVMBuildUDiv(cg->b, mc, cg_i64(cg, MR), "");
+        CgLoop ls = cg_loop_begin_n(cg, slivers);
+        LLVMValueRef to = cg_gep(cg, cg->t_f32, dst, cg_mul(cg, LLVMBuildMul(cg->b, ls.i, kc, ""), MR));
+        LLVMValueRef col = cg_gep(cg, cg->t_f32, src, cg_mul(cg, ls.i, MR));
+        CgLoop lp = cg_loop_begin_n(cg, kc);
+        cg_store_vec(cg, to, cg_mul(cg, lp.i, MR), cg_load_vec(cg, col, cg_mul(cg, lp.i, g->a_sp), MR));
+        cg_loop_end(cg, &lp);
+        cg_loop_end(cg, &ls);
+        from = cg_mul(cg, slivers, MR);
+    }
+    /* Row by row (the rows after the whole slivers of a transposed A). */
+    CgLoop lr = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, mc, from, ""));
+    LLVMValueRef r = cg_add(cg, lr.i, from);
+    LLVMValueRef row = cg_gep(cg, cg->t_f32, src, cg_mul(cg, r, g->a_si));
+    LLVMValueRef sliver = LLVMBuildUDiv(cg->b, r, cg_i64(cg, MR), "");
     LLVMValueRef to = cg_gep(cg, cg->t_f32, dst,
                              cg_add(cg, cg_mul(cg, LLVMBuildMul(cg->b, sliver, kc, ""), MR),
-                                    LLVMBuildURem(cg->b, lr.i, cg_i64(cg, MR), "")));
+                                    LLVMBuildURem(cg->b, r, cg_i64(cg, MR), "")));
     CgLoop lp = cg_loop_begin_n(cg, kc);
     cg_store(cg, cg->t_f32, to, cg_mul(cg, lp.i, MR), cg_load(cg, cg->t_f32, row, cg_mul(cg, lp.i, g->a_sp)));
     cg_loop_end(cg, &lp);

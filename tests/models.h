@@ -157,6 +157,11 @@ static const char *const rnn_models[] = {
     "  h = gru(e, units: 3, direction: both)  p = dense(h, units: 1, activation: sigmoid)\n"
     "  loss binary_crossentropy(p, y) }\n"
     "train { bptt 5 }",
+    /* wide enough for the products' packed panels (80 columns: two and a
+     * tail), with a transposed A of a whole sliver and 5 rows (13 inputs) */
+    "model m { input x: f32[3, 13]  target y: f32[1]\n"
+    "  h = lstm(x, units: 20)  p = dense(h, units: 1)\n"
+    "  loss mse(p, y) }",
 };
 
 /* Every example of examples/, the costliest last. */
