@@ -347,9 +347,61 @@ static void columns(Cg *cg, const CgEpilogue *G, LLVMValueRef j0, int lanes, int
     }
 }
 
+/* Every column of the mr rows from m0, in the blocks `columns` uses, B read
+ * where it lies. */
+static void row_tile(Cg *cg, const CgEpilogue *G, LLVMValueRef m0, int mr, int nv, LLVMValueRef buf, LLVMValueRef *val) {
+    LLVMValueRef b = cg_base(cg, G->node[0]->in[1]);
+    int64_t width = (int64_t)nv * LANES, wide = G->W / width, j = wide * width;
+    if (wide > 0) {
+        CgLoop lj = cg_loop_begin(cg, wide);
+        LLVMValueRef j0 = cg_mul(cg, lj.i, width);
+        tile_at(cg, G, m0, mr, j0, j0, LANES, nv, b, G->N, G->W, buf, val);
+        cg_loop_end(cg, &lj);
+    }
+    for (; G->W - j >= LANES; j += LANES)
+        tile_at(cg, G, m0, mr, cg_i64(cg, j), cg_i64(cg, j), LANES, 1, b, G->N, G->W, buf, val);
+    if (G->W - j >= LANES / 2) {
+        tile_at(cg, G, m0, mr, cg_i64(cg, j), cg_i64(cg, j), LANES / 2, 1, b, G->N, G->W, buf, val);
+        j += LANES / 2;
+    }
+    if (j < G->W) {
+        CgLoop lj = cg_loop_begin(cg, G->W - j);
+        LLVMValueRef jj = cg_add(cg, lj.i, cg_i64(cg, j));
+        tile_at(cg, G, m0, mr, jj, jj, 1, 1, b, G->N, G->W, buf, val);
+        cg_loop_end(cg, &lj);
+    }
+}
+
+/* A wide layer (a dense output over thousands of classes) row tile by row
+ * tile, each across all its columns, the tiles split over threads: C's
+ * rows are written front to back, where column blocks down all the rows
+ * would leave each row a few lines at a time, pages apart. B is read where
+ * it lies, small enough to stay in the second-level cache. */
+static bool by_rows(const CgEpilogue *G, int64_t M) {
+    return G->Q == 1 && G->W * 4 >= 4096 && G->K * G->N * 4 <= 512 * 1024 && M >= 4 * MAX_ROWS;
+}
+
+static void emit_by_rows(Cg *cg, const CgEpilogue *G, CgPar *par, int nv, LLVMValueRef buf, LLVMValueRef *val) {
+    int mr = MAX_ACC / (int)(G->Q * nv);
+    if (mr > MAX_ROWS) mr = MAX_ROWS;
+    int64_t M = (G->wide.batched ? cg->batch : 1) * G->rows, tiles = M / mr;
+    LLVMValueRef from = cg_part_start(cg, par, tiles);
+    CgLoop lm = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, par, tiles), from, ""));
+    row_tile(cg, G, cg_mul(cg, cg_add(cg, from, lm.i), mr), mr, nv, buf, val);
+    cg_loop_end(cg, &lm);
+    if (M % mr == 0) return;
+    LLVMValueRef last = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildAdd(cg->b, par->part, cg_i64(cg, 1), ""),
+                                      par->nparts, "");
+    CgIf f = cg_if(cg, last);
+    CgLoop lr = cg_loop_begin(cg, M % mr);
+    row_tile(cg, G, cg_add(cg, lr.i, cg_i64(cg, tiles * mr)), 1, nv, buf, val);
+    cg_loop_end(cg, &lr);
+    cg_endif(cg, &f);
+}
+
 /* Part columns in blocks of 16 lanes, then 8, then one at a time. The
  * blocks of 16 are split over threads; the columns after them go to the
- * last part. */
+ * last part. (A wide layer goes by rows: emit_by_rows.) */
 int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     const CgEpilogue G = *e;
     LLVMValueRef *val = calloc((size_t)G.n * MAX_PARTS, sizeof *val);
@@ -363,10 +415,17 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     while (nv > 1 && G.W < (int64_t)nv * LANES) nv /= 2;
     int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows, width = (int64_t)nv * LANES, wide = G.W / width;
     double flops = 2.0 * (double)M * (double)G.N * (double)G.K;
-    int64_t max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, wide);
+    bool rows_first = by_rows(&G, M);
+    int64_t max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, rows_first ? M / MAX_ROWS : wide);
     CgPar par;
     cg_par_begin_node(cg, &par, NULL, 0);
     LLVMValueRef buf = cg_stack_array(cg, cg->t_f32, (int64_t)MAX_ACC * LANES);
+    if (rows_first) {
+        emit_by_rows(cg, &G, &par, nv, buf, val);
+        cg_par_end(cg, &par, max_parts, 0);
+        free(val);
+        return G.n;
+    }
     /* A panel pays for its copy when several row tiles read it: not for the
      * one row of a batch-1 step, which reads B once. */
     bool pack = G.K * G.Q * width * 4 <= MAX_PANEL_BYTES && M > 2 * MAX_ROWS;

@@ -73,6 +73,11 @@ static const char *const op_models[] = {
     "model m { input x: f32[3]  target y: f32[2]\n"
     "  p = dense(x, units: 2)\n"
     "  loss mean((p - y) * (p - y)) + 0.5 * mse(p, y) }",
+    /* a wide softmax at every position (1,100 classes): its product by row
+     * tiles (6 rows whole, the rows left over; columns in blocks of 64, 8, 1) */
+    "model m { input x: f32[20, 4]  target y: i32[20]\n"
+    "  p = dense(x, units: 1100, activation: softmax)\n"
+    "  loss sparse_categorical_crossentropy(p, y) }",
 };
 
 static const char *const rnn_models[] = {
