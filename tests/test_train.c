@@ -126,6 +126,14 @@ START_TEST(object_cache) {
     ck_assert_msg(sh("SEQC_CACHE=cache '%s' run --time alarm.seq train " ALARM_DATA
                      " --epochs 2 --quiet --checkpoint c2.safetensors", seqc) == 0, "%.3000s", out);
     ck_assert_msg(same_file("off.safetensors", "c2.safetensors"), "after a corrupt cache: other weights");
+    /* One byte changed inside each entry (an object, or the lengths of a
+     * module's objects): compiled again, and right. */
+    ck_assert_int_eq(sh("for f in cache/*.o; do printf X | dd of=\"$f\" bs=1 seek=100 conv=notrunc 2>/dev/null; done"),
+                     0);
+    ck_assert_msg(sh("SEQC_CACHE=cache '%s' run --time alarm.seq train " ALARM_DATA
+                     " --epochs 2 --quiet --checkpoint c3.safetensors", seqc) == 0, "%.3000s", out);
+    ck_assert_msg(strstr(out, "(machine code from the cache)") == NULL, "a damaged entry was used: %.3000s", out);
+    ck_assert_msg(same_file("off.safetensors", "c3.safetensors"), "after a damaged cache: other weights");
 }
 END_TEST
 
