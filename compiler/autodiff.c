@@ -354,20 +354,39 @@ static void grad_scan(AD *a, Node *s) {
     /* ... and each step's recurrent products (a matmul of a value computed
      * from a carried state: h @ U), which the backward step then reads
      * instead of computing again: B x N floats a step against a product
-     * (and its wait for the threads) inside the backward loop. */
+     * (and its wait for the threads) inside the backward loop. What a
+     * product is kept as is the end of the adds that only bring the step's
+     * input and a bias to it (an LSTM's pre-activations x_t W + h U + b):
+     * the step computes them anyway, and an add's gradient reads no value,
+     * so the backward needs neither the product nor the step's input for
+     * them (nor a pass over all steps adding them up again). */
     Node *prod_fwd[16], *prod_kept[16];
     int nprod = 0;
     bool *from_state = ARENA_ARRAY(arena, bool, fb->nodes.len ? fb->nodes.len : 1);
+    int *uses = graph_uses(fb, arena);
     for (int i = 0; i < fb->nodes.len; i++) {
         Node *f = fb->nodes.items[i];
         from_state[i] = f->op == OP_STATE_IN;
         for (int k = 0; k < f->nin && !from_state[i]; k++) from_state[i] = from_state[f->in[k]->id];
+    }
+    for (int i = 0; i < fb->nodes.len; i++) {
+        Node *f = fb->nodes.items[i];
         if (f->op != OP_MATMUL || !from_state[f->in[0]->id] || nprod == 16) continue;
-        ptrvec_push(arena, &fb->outputs, f);
+        Node *end = f;
+        for (int j = end->id + 1; j < fb->nodes.len && uses[end->id] == 1; j++) {
+            Node *r = fb->nodes.items[j];
+            if (r->nin != 2 || (r->in[0] != end && r->in[1] != end)) continue;
+            Node *other = r->in[0] == end ? r->in[1] : r->in[0];
+            if ((r->op != OP_ADD && r->op != OP_SUB) || other == end || from_state[other->id] ||
+                !type_equal(&r->type, &end->type))
+                break;
+            end = r;
+        }
+        ptrvec_push(arena, &fb->outputs, end);
         Node *k = node(a, OP_SCAN_OUT, 1, &s);
         k->index = 1 + nst + nprod;
         s->scan.nout++;
-        prod_fwd[nprod] = f;
+        prod_fwd[nprod] = end;
         prod_kept[nprod++] = emit(k);
     }
 
@@ -403,7 +422,8 @@ static void grad_scan(AD *a, Node *s) {
     Node *pdy = placeholder(gb, OP_STEP_IN, nseq + nst, &step_out, s->span, "grad of the step's output");
     Node *pprod[16];
     for (int j = 0; j < nprod; j++)
-        pprod[j] = placeholder(gb, OP_STEP_IN, nseq + nst + 1 + j, &prod_fwd[j]->type, s->span, "a recurrent product");
+        pprod[j] = placeholder(gb, OP_STEP_IN, nseq + nst + 1 + j, &prod_fwd[j]->type, s->span,
+                               "a recurrent product and what the step adds to it");
     for (int i = 0; i < nst; i++)
         pcarry[i] = placeholder(gb, OP_STATE_IN, i, &s->in[nseq + i]->type, s->span, "grad of the state after the step");
     for (int k = 0; k < ncap; k++)
@@ -442,7 +462,8 @@ static void grad_scan(AD *a, Node *s) {
     }
     walk(&b);
     /* The recomputed step reads the products kept: a matmul's gradient
-     * reads its operands, never its value, so the clones are left unread. */
+     * reads its operands, never its value, and an add's reads none, so the
+     * clones are left unread. */
     for (int j = 0; j < nprod; j++) {
         Node *clone = map[prod_fwd[j]->id];
         for (int i = 0; i < gb->nodes.len; i++) {
