@@ -78,7 +78,8 @@ static bool scan_module(LLVMModuleRef mod, Split *s) {
                 fn->size++;
                 int nops = LLVMGetNumOperands(in);
                 for (int k = 0; k < nops; k++) {
-                    int j = fn_index(s, LLVMGetOperand(in, (unsigned)k));
+                    LLVMValueRef op = LLVMGetOperand(in, (unsigned)k);
+                    int j = op && LLVMIsAFunction(op) ? fn_index(s, op) : -1;
                     if (j < 0 || j == i) continue;
                     bool seen = false;
                     for (int r = 0; r < fn->nrefs && !seen; r++) seen = fn->refs[r] == j;
