@@ -37,7 +37,7 @@ typedef struct Fn {
     int *refs, nrefs;       /* functions defined here that its code names */
     bool entry, root;
     int part;               /* a root's (entry points: 0) */
-    int64_t reach;          /* a root's size with everything it reaches */
+    int64_t reach;          /* a root's size with the helpers it reaches */
 } Fn;
 
 typedef struct Split {
