@@ -141,7 +141,74 @@ static bool keeps_between_calls(const Graph *g) {
     return false;
 }
 
-static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, int64_t *cursor) {
+/* A sequence only scans pass between them: kept by one scan at every step
+ * it walks (an LSTM's pre-activations, its cell states) and read, whole, by
+ * others as a sequence they walk (the backward scan). Its layout is theirs
+ * alone: time-major, so a step's slice is one block the bodies read and
+ * write where it lies instead of copying it. */
+static bool walks_all(const Node *scan) {
+    int64_t first, walked = scan_walked(scan, &first);
+    return first == 0 && walked == scan->in[0]->type.dims[0];
+}
+
+/* Output j of the scan is a value of its body's own, computed in the step
+ * (not a state, not the body's input, no other output). */
+static bool own_output(const Node *scan, int j) {
+    const Graph *body = scan->scan.body;
+    const Node *x = body->outputs.items[scan->scan.nstate + j];
+    if (x->op == OP_STATE_IN || x->op == OP_STEP_IN || x->op == OP_CAPTURE) return false;
+    for (int i = 0; i < body->outputs.len; i++)
+        if (i != scan->scan.nstate + j && body->outputs.items[i] == x) return false;
+    return true;
+}
+
+static bool *scans_only_sequences(const Graph *g) {
+    bool *only = calloc((size_t)g->nodes.len + 1, sizeof *only);
+    int *readers = calloc((size_t)g->nodes.len + 1, sizeof *readers);
+    Arena a;
+    arena_init(&a);
+    int *uses = graph_uses(g, &a);
+    for (int i = 0; only && readers && i < g->nodes.len; i++) {
+        const Node *r = g->nodes.items[i];
+        if (r->op != OP_SCAN || !walks_all(r)) continue;
+        for (int k = 0; k < r->scan.nseq; k++) readers[r->in[k]->id]++;
+    }
+    for (int i = 0; only && readers && i < g->nodes.len; i++) {
+        const Node *u = g->nodes.items[i];
+        if (u->op != OP_SCAN_OUT || u->index < 1 || uses[i] == 0 || readers[i] != uses[i]) continue;
+        const Node *s = u->in[0];
+        int same = 0; /* one sequence of this output: the step writes one slice */
+        for (int k = 0; k < g->nodes.len; k++) {
+            const Node *v = g->nodes.items[k];
+            same += v->op == OP_SCAN_OUT && v->in[0] == s && v->index == u->index;
+        }
+        only[i] = same == 1 && walks_all(s) && s->scan.keep_begin == 0 &&
+                  s->scan.keep_end == s->in[0]->type.dims[0] && u->index < s->scan.nout && own_output(s, u->index);
+    }
+    arena_free(&a);
+    free(readers);
+    return only;
+}
+
+/* Whether body node x of scan is a step's slice of one of those sequences. */
+static bool step_slice(const Node *scan, const bool *only, const Node *x) {
+    if (!scan || !only || scan->graph->parent) return false;
+    const Graph *body = scan->scan.body;
+    int nseq = scan->scan.nseq, nstate = scan->scan.nstate;
+    if (x->op == OP_STEP_IN) return x->index >= 0 && x->index < nseq && only[scan->in[x->index]->id];
+    int output = -1;
+    for (int i = nstate + 1; i < body->outputs.len && output < 0; i++)
+        if (body->outputs.items[i] == x && own_output(scan, i - nstate)) output = i - nstate;
+    if (output < 1) return false;
+    const Graph *g = scan->graph;
+    for (int i = scan->id + 1; i < g->nodes.len; i++) {
+        const Node *u = g->nodes.items[i];
+        if (u->op == OP_SCAN_OUT && u->in[0] == scan && u->index == output) return only[u->id];
+    }
+    return false;
+}
+
+static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *only, int64_t *cursor) {
     CgGraphPlan *grown = realloc(p->graphs, sizeof *grown * (size_t)(p->ngraphs + 1));
     if (!grown) return false;
     p->graphs = grown;
@@ -154,13 +221,19 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, int64_t *cur
     gp->offset = malloc(sizeof(int64_t) * n);
     gp->bytes = malloc(sizeof(int64_t) * n);
     gp->extra = malloc(sizeof(int64_t) * n);
-    if (!gp->offset || !gp->bytes || !gp->extra) return false;
+    gp->indirect = calloc(n, sizeof(bool));
+    if (!gp->offset || !gp->bytes || !gp->extra || !gp->indirect) return false;
     for (int i = 0; i < g->nodes.len; i++) {
         const Node *node = g->nodes.items[i];
         int64_t bytes = 4 * cg_size(p->batch, node), alias = capture_alias(p, scan, node);
         if (alias < 0) alias = state_alias(p, scan, node);
         p->graphs[gi].bytes[i] = bytes;
-        if (alias >= 0) {
+        if (alias < 0 && step_slice(scan, only, node)) {
+            p->graphs[gi].indirect[i] = true;
+            p->graphs[gi].bytes[i] = 8;
+            p->graphs[gi].offset[i] = *cursor;
+            *cursor += align_up(8);
+        } else if (alias >= 0) {
             p->graphs[gi].offset[i] = alias;
         } else {
             p->graphs[gi].offset[i] = *cursor;
@@ -181,7 +254,7 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, int64_t *cur
             const Node *node = g->nodes.items[i];
             if (node->op != OP_SCAN || keeps_between_calls(node->scan.body) != (pass == 0)) continue;
             int64_t at = pass == 0 ? *cursor : shared;
-            if (!plan_graph(p, node->scan.body, node, &at)) return false;
+            if (!plan_graph(p, node->scan.body, node, only, &at)) return false;
             if (pass == 0) *cursor = at;
             else if (at > end) end = at;
         }
@@ -195,6 +268,7 @@ static void plan_free(CgPlan *p) {
         free(p->graphs[i].offset);
         free(p->graphs[i].bytes);
         free(p->graphs[i].extra);
+        free(p->graphs[i].indirect);
     }
     free(p->graphs);
     for (int w = 0; w < CG_OPT_SLOTS; w++) free(p->slot[w]);
@@ -303,7 +377,13 @@ LLVMValueRef cg_base(Cg *cg, const Node *n) {
         cg_fail(cg, n, "the memory plan has no buffer for it");
         off = 0;
     }
-    return cg_gep(cg, cg->t_i8, cg->slab, cg_i64(cg, off));
+    LLVMValueRef at = cg_gep(cg, cg->t_i8, cg->slab, cg_i64(cg, off));
+    return cg_indirect(cg->plan, n) ? LLVMBuildLoad2(cg->b, cg->t_ptr, at, "") : at;
+}
+
+bool cg_indirect(const CgPlan *p, const Node *n) {
+    const CgGraphPlan *gp = cg_plan_graph(p, n->graph);
+    return gp && n->id >= 0 && n->id < gp->nnodes && gp->indirect[n->id];
 }
 
 LLVMValueRef cg_extra(Cg *cg, const Node *n) {
@@ -592,12 +672,13 @@ static int64_t scan_copy_elements(Cg *cg, const ScanCopies *sc, bool out) {
     if (!out) {
         for (int k = 0; k < body->nodes.len; k++) {
             const Node *b = body->nodes.items[k];
-            if ((b->op == OP_STEP_IN || b->op == OP_STATE_IN) && !state_in_place(cg, sc, b))
+            if ((b->op == OP_STEP_IN || b->op == OP_STATE_IN) && !state_in_place(cg, sc, b) && !cg_indirect(cg->plan, b))
                 total += cg_size(cg->batch, b);
         }
         return total;
     }
-    for (int i = 0; i < body->outputs.len; i++) total += cg_size(cg->batch, body->outputs.items[i]);
+    for (int i = 0; i < body->outputs.len; i++)
+        if (!cg_indirect(cg->plan, body->outputs.items[i])) total += cg_size(cg->batch, body->outputs.items[i]);
     return total;
 }
 
@@ -615,6 +696,7 @@ static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) 
                     cg_fail(cg, b, "sequence %d of %d", b->index, nseq);
                     return;
                 }
+                if (cg_indirect(cg->plan, b)) continue; /* read where it lies */
                 const Node *seq = n->in[b->index];
                 int64_t step = type_elements(&seq->type) / sc->T;
                 if (step != type_elements(&b->type)) cg_fail(cg, b, "steps of %lld elements", (long long)step);
@@ -642,6 +724,7 @@ static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) 
         const Node *u = sc->uses[k];
         if (u->op != OP_SCAN_OUT) continue;
         const Node *o = body->outputs.items[nstate + u->index];
+        if (cg_indirect(cg->plan, o)) continue; /* written where it lies */
         if (type_elements(&u->type) != (sc->ke - sc->kb) * type_elements(&o->type)) {
             cg_fail(cg, u, "the step output does not fit the kept steps");
             continue;
@@ -685,6 +768,29 @@ static void scan_copies_split(Cg *cg, const ScanCopies *sc, bool out, LLVMValueR
     scan_copies(cg, sc, out, LLVMBuildPtrToInt(cg->b, par.vals[1], cg->t_i64, ""));
     cg->copy_from = cg->copy_to = NULL;
     cg_par_end(cg, &par, parts, 0);
+}
+
+/* The body's step slices (CgGraphPlan.indirect) at step t: step t's block
+ * of the time-major sequence, a step input's or a kept output's. */
+static void step_slices(Cg *cg, const Node *n, const Node *const *uses, int nuse, LLVMValueRef t) {
+    const Graph *body = n->scan.body;
+    const CgGraphPlan *bp = cg_plan_graph(cg->plan, body);
+    for (int k = 0; bp && k < body->nodes.len; k++) {
+        if (!bp->indirect[k]) continue;
+        const Node *x = body->nodes.items[k], *seq = NULL;
+        if (x->op == OP_STEP_IN) seq = n->in[x->index];
+        for (int i = n->scan.nstate + 1; !seq && i < body->outputs.len; i++) {
+            if (body->outputs.items[i] != x) continue;
+            for (int j = 0; j < nuse && !seq; j++)
+                if (uses[j]->op == OP_SCAN_OUT && uses[j]->index == i - n->scan.nstate) seq = uses[j];
+        }
+        if (!seq) {
+            cg_fail(cg, x, "a step slice without its sequence");
+            return;
+        }
+        LLVMValueRef at = cg_gep(cg, cg->t_i8, cg_base(cg, seq), cg_mul(cg, t, 4 * cg_size(cg->batch, x)));
+        LLVMBuildStore(cg->b, at, cg_gep(cg, cg->t_i8, cg->slab, cg_i64(cg, bp->offset[k])));
+    }
 }
 
 /* SCAN: inputs nseq sequences [T, ...], nstate initial states, ncapture
@@ -796,6 +902,7 @@ static void emit_scan(Cg *cg, const Node *n) {
                                      : cg_add(cg, lw.i, cg_i64(cg, first));
     ScanCopies sc = {n, init, state_offset, uses, nuse, T, kb, ke};
     scan_copies_split(cg, &sc, false, t);
+    step_slices(cg, n, uses, nuse, t);
     LLVMValueRef args[3] = {cg->slab, cg->training, cg->seed};
     for (int k = 0; k < body->nodes.len; k++) {
         const Node *b = body->nodes.items[k];
@@ -1229,7 +1336,10 @@ CgModule *cg_lower(const Graph *g, const char *name, char **error) {
     if (!m->entry) goto oom;
     m->plan.batch = g->batch;
     int64_t cursor = 0;
-    if (!plan_graph(&m->plan, g, NULL, &cursor)) goto oom;
+    bool *only = scans_only_sequences(g);
+    bool planned = only && plan_graph(&m->plan, g, NULL, only, &cursor);
+    free(only);
+    if (!planned) goto oom;
     m->plan.slab_bytes = align_up(cursor > 0 ? cursor : 1);
     m->plan.offset = m->plan.graphs[0].offset;
     m->sig = (CgSignature){.name = m->entry,

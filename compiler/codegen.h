@@ -62,6 +62,11 @@ typedef struct CgGraphPlan {
     int64_t *offset;        /* by node id: first byte of the node's value */
     int64_t *bytes;         /* by node id: its size */
     int64_t *extra;         /* by node id: first byte of its working storage, or -1 */
+    /* By node id: the value is a step's slice of a sequence the scan walks
+     * (a step input, or an output the scan keeps at every step), and the
+     * slab holds at `offset` a pointer to it, which the scan sets before
+     * each step (cg_base loads it). Such a sequence is stored time-major. */
+    bool *indirect;
 } CgGraphPlan;
 
 typedef struct CgPlan {
@@ -85,6 +90,8 @@ typedef struct CgPlan {
 const CgGraphPlan *cg_plan_graph(const CgPlan *p, const Graph *g);
 /* Byte offset of any node's value in the slab; -1 for a node the plan does not know. */
 int64_t cg_plan_offset(const CgPlan *p, const Node *n);
+/* A body node whose value is a step's slice of a sequence (CgGraphPlan.indirect). */
+bool cg_indirect(const CgPlan *p, const Node *n);
 
 /* An entry point's signature as data, for callers that build the call at run
  * time (libffi) or write a header (AOT). */
