@@ -142,7 +142,7 @@ static bool keeps_between_calls(const Graph *g) {
 }
 
 /* A sequence only scans pass between them: kept by one scan at every step
- * it walks (an LSTM's pre-activations, its cell states) and read, whole, by
+ * it walks (an LSTM's pre-activations) and read, whole, by
  * others as a sequence they walk (the backward scan). Its layout is theirs
  * alone: time-major, so a step's slice is one block the bodies read and
  * write where it lies instead of copying it. */
@@ -190,22 +190,29 @@ static bool *scans_only_sequences(const Graph *g) {
     return only;
 }
 
-/* Whether body node x of scan is a step's slice of one of those sequences. */
+/* The sequence whose step slice body node x of scan is: the sequence a step
+ * input reads, or the SCAN_OUT that keeps a body output; NULL for others. */
+static const Node *step_sequence(const Node *scan, const Node *x) {
+    const Graph *body = scan->scan.body;
+    int nstate = scan->scan.nstate;
+    if (x->op == OP_STEP_IN) return x->index >= 0 && x->index < scan->scan.nseq ? scan->in[x->index] : NULL;
+    int output = 0;
+    for (int i = nstate + 1; i < body->outputs.len && !output; i++)
+        if (body->outputs.items[i] == x) output = i - nstate;
+    const Graph *g = scan->graph;
+    for (int i = scan->id + 1; output && i < g->nodes.len; i++) {
+        const Node *u = g->nodes.items[i];
+        if (u->op == OP_SCAN_OUT && u->in[0] == scan && u->index == output) return u;
+    }
+    return NULL;
+}
+
+/* Whether body node x of scan is a step's slice of one of those sequences
+ * (a body output kept twice, or also a state, never makes one: own_output). */
 static bool step_slice(const Node *scan, const bool *only, const Node *x) {
     if (!scan || !only || scan->graph->parent) return false;
-    const Graph *body = scan->scan.body;
-    int nseq = scan->scan.nseq, nstate = scan->scan.nstate;
-    if (x->op == OP_STEP_IN) return x->index >= 0 && x->index < nseq && only[scan->in[x->index]->id];
-    int output = -1;
-    for (int i = nstate + 1; i < body->outputs.len && output < 0; i++)
-        if (body->outputs.items[i] == x && own_output(scan, i - nstate)) output = i - nstate;
-    if (output < 1) return false;
-    const Graph *g = scan->graph;
-    for (int i = scan->id + 1; i < g->nodes.len; i++) {
-        const Node *u = g->nodes.items[i];
-        if (u->op == OP_SCAN_OUT && u->in[0] == scan && u->index == output) return only[u->id];
-    }
-    return false;
+    const Node *seq = step_sequence(scan, x);
+    return seq && only[seq->id];
 }
 
 static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *only, int64_t *cursor) {
@@ -772,18 +779,12 @@ static void scan_copies_split(Cg *cg, const ScanCopies *sc, bool out, LLVMValueR
 
 /* The body's step slices (CgGraphPlan.indirect) at step t: step t's block
  * of the time-major sequence, a step input's or a kept output's. */
-static void step_slices(Cg *cg, const Node *n, const Node *const *uses, int nuse, LLVMValueRef t) {
+static void step_slices(Cg *cg, const Node *n, LLVMValueRef t) {
     const Graph *body = n->scan.body;
     const CgGraphPlan *bp = cg_plan_graph(cg->plan, body);
     for (int k = 0; bp && k < body->nodes.len; k++) {
         if (!bp->indirect[k]) continue;
-        const Node *x = body->nodes.items[k], *seq = NULL;
-        if (x->op == OP_STEP_IN) seq = n->in[x->index];
-        for (int i = n->scan.nstate + 1; !seq && i < body->outputs.len; i++) {
-            if (body->outputs.items[i] != x) continue;
-            for (int j = 0; j < nuse && !seq; j++)
-                if (uses[j]->op == OP_SCAN_OUT && uses[j]->index == i - n->scan.nstate) seq = uses[j];
-        }
+        const Node *x = body->nodes.items[k], *seq = step_sequence(n, x);
         if (!seq) {
             cg_fail(cg, x, "a step slice without its sequence");
             return;
@@ -902,7 +903,7 @@ static void emit_scan(Cg *cg, const Node *n) {
                                      : cg_add(cg, lw.i, cg_i64(cg, first));
     ScanCopies sc = {n, init, state_offset, uses, nuse, T, kb, ke};
     scan_copies_split(cg, &sc, false, t);
-    step_slices(cg, n, uses, nuse, t);
+    step_slices(cg, n, t);
     LLVMValueRef args[3] = {cg->slab, cg->training, cg->seed};
     for (int k = 0; k < body->nodes.len; k++) {
         const Node *b = body->nodes.items[k];
