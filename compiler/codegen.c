@@ -1468,7 +1468,8 @@ bool cg_add_update(CgModule *m, const Optimizer *opt, char **error) {
 CgTiming *cg_timing(CgModule *m) { return &m->timing; }
 const CgStats *cg_stats(const CgModule *m) { return &m->stats; }
 
-LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, LLVMRelocMode reloc, LLVMCodeModel model, char **error) {
+LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, CgTier tier, LLVMRelocMode reloc, LLVMCodeModel model,
+                                     char **error) {
     cg_init_native();
     char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
     char *msg = NULL;
@@ -1476,8 +1477,9 @@ LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, LLVMRelocMode reloc, LLV
     LLVMTargetRef target;
     if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
         *error = cg_format("seqc: code generator: no target for %s: %s", triple, msg ? msg : "");
-    } else if (!(tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive, reloc,
-                                              model))) {
+    } else if (!(tm = LLVMCreateTargetMachine(target, triple, cpu, features,
+                                              tier == CG_QUICK ? LLVMCodeGenLevelNone : LLVMCodeGenLevelAggressive,
+                                              reloc, model))) {
         *error = cg_format("seqc: code generator: cannot make a target machine for %s (%s)", triple, cpu);
     } else {
         LLVMSetTarget(mod, triple);
@@ -1504,7 +1506,7 @@ bool cg_emit(CgModule *m, CgEmitKind kind, const char *path, char **error) {
         return true;
     }
     /* Position-independent: the object is linked into executables and libraries. */
-    LLVMTargetMachineRef tm = cg_host_machine(m->mod, LLVMRelocPIC, LLVMCodeModelDefault, error);
+    LLVMTargetMachineRef tm = cg_host_machine(m->mod, CG_OPTIMIZED, LLVMRelocPIC, LLVMCodeModelDefault, error);
     if (!tm) return false;
     /* The emitter takes a non-const file name. */
     char *file = cg_format("%s", path);
@@ -1523,7 +1525,7 @@ LLVMMemoryBufferRef cg_emit_object(CgModule *m, char **error) {
     if (!cg_optimize(m, error)) return NULL;
     /* As an executable's objects: position-independent, so the JIT's linker
      * may place it anywhere and reach the process's functions through stubs. */
-    LLVMTargetMachineRef tm = cg_host_machine(m->mod, LLVMRelocPIC, LLVMCodeModelDefault, error);
+    LLVMTargetMachineRef tm = cg_host_machine(m->mod, CG_OPTIMIZED, LLVMRelocPIC, LLVMCodeModelDefault, error);
     if (!tm) return NULL;
     LLVMMemoryBufferRef obj = NULL;
     char *msg = NULL;
@@ -1556,7 +1558,7 @@ bool cg_optimize(CgModule *m, char **error) {
     double t0 = cg_now_ms();
     bool ok = false;
     LLVMPassBuilderOptionsRef opts = NULL;
-    LLVMTargetMachineRef tm = cg_host_machine(m->mod, LLVMRelocDefault, LLVMCodeModelJITDefault, error);
+    LLVMTargetMachineRef tm = cg_host_machine(m->mod, CG_OPTIMIZED, LLVMRelocDefault, LLVMCodeModelJITDefault, error);
     if (!tm) goto cleanup;
     opts = LLVMCreatePassBuilderOptions();
     LLVMErrorRef err = LLVMRunPasses(m->mod, "default<O3>", tm, opts);

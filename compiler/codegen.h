@@ -118,9 +118,18 @@ typedef void (*CgStepFn)(uint8_t *slab, int32_t training, uint64_t dropout_seed,
  * that is not compiled in). */
 typedef void (*CgUpdateFn)(uint8_t *slab, uint64_t step, double lr);
 
+/* How hard LLVM works on a module. CG_OPTIMIZED: default<O3> and the back
+ * end's full effort. CG_QUICK: no pass, and the back end's quickest (fast
+ * instruction selection where it can, no scheduling): several times quicker
+ * to compile, several times slower to run. The IR carries no fast-math
+ * flags, so LLVM may not change a result at any level: both tiers compute
+ * the same bits, and a run may change tiers between two calls. */
+typedef enum { CG_OPTIMIZED, CG_QUICK } CgTier;
+
 /* Milliseconds spent in each stage, filled as the stages run. */
 typedef struct CgTiming {
     double lower_ms;        /* graph -> IR, and the verifier */
+    double quick_ms;        /* the quick tier's machine code (cg_emit_objects at CG_QUICK; wall time) */
     double passes_ms;       /* default<O3>; with cg_emit_objects, the machine code too (wall time) */
     double jit_ms;          /* LLJIT: linking and symbol lookup */
     bool cached;            /* the machine code came from the object cache (jit.c): no passes ran */
@@ -379,20 +388,23 @@ void cg_copy_examples(Cg *cg, const Node *at, LLVMValueRef dst, const Type *dt, 
 LLVMModuleRef cg_module_ref(CgModule *m);
 LLVMMemoryBufferRef cg_emit_object(CgModule *m, char **error);
 
-/* codegen_split.c: the module optimized for the host and compiled into
+/* codegen_split.c: the module compiled for the host at `tier` into
  * position-independent object files on up to `threads` threads (0: one per
  * core), its kernels dealt out to parts by size; a small module is one
  * object. Returns how many objects, in *objs (malloc'd; the caller disposes
- * of each and frees the array), or 0 with *error malloc'd. The kernels that
- * leave the first part become external symbols named `<entry>.<kernel>`;
- * the module stays usable for cg_emit. cg_timing's passes_ms is the wall
- * time of it all (passes and machine code). */
-int cg_emit_objects(CgModule *m, int threads, LLVMMemoryBufferRef **objs, char **error);
+ * of each and frees the array), or 0 with *error malloc'd. In parts, every
+ * node's kernel becomes an external symbol named `<entry>.<kernel>`. The
+ * module is compiled through copies and stays as it was (but for the
+ * optimized tier of a module in one part, which is optimized in place), so
+ * it may be compiled again at the other tier. cg_timing's quick_ms or
+ * passes_ms is the wall time of it all (passes and machine code). */
+int cg_emit_objects(CgModule *m, int threads, CgTier tier, LLVMMemoryBufferRef **objs, char **error);
 
 /* A target machine for this host's CPU and features, with the module's triple
  * and data layout set to match it. NULL with *error set on failure; the
  * caller disposes the machine. */
-LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, LLVMRelocMode reloc, LLVMCodeModel model, char **error);
+LLVMTargetMachineRef cg_host_machine(LLVMModuleRef mod, CgTier tier, LLVMRelocMode reloc, LLVMCodeModel model,
+                                     char **error);
 
 /* codegen_gemm.c: C(i, j) = sum over p of A(i, p) B(p, j) for i < M, j < N,
  * all f32 in memory: A(i, p) at a[i * a_si + p * a_sp], B(p, j) at

@@ -60,7 +60,7 @@ bool cg_emit_stub(const char *name, const char *manifest, const char *train_step
 
     bool ok = false;
     char *msg = NULL;
-    LLVMTargetMachineRef tm = cg_host_machine(mod, LLVMRelocPIC, LLVMCodeModelDefault, error);
+    LLVMTargetMachineRef tm = cg_host_machine(mod, CG_OPTIMIZED, LLVMRelocPIC, LLVMCodeModelDefault, error);
     if (tm) {
         char *file = cg_format("%s", path);
         ok = !LLVMTargetMachineEmitToFile(tm, mod, file, LLVMObjectFile, &msg);

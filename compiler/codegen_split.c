@@ -169,20 +169,24 @@ static int deal_roots(Split *s, int want) {
 
 typedef struct Part {
     int index;
+    CgTier tier;
     const char *bitcode;
     size_t bitcode_len;
-    /* Names of the functions that belong to a part: entry points (part 0)
-     * and roots, with their parts. */
+    /* The functions that belong to a part, by their names in the module:
+     * entry points (part 0) and roots, with their parts. A root is renamed
+     * `<prefix>.<name>`, external in every part. */
     const char *const *names;
     const int *name_parts;
+    const bool *name_roots;
     int nnames;
+    const char *prefix;
     LLVMMemoryBufferRef object;
     char *error;
 } Part;
 
-static int part_of(const Part *p, const char *name) {
+static int name_index(const Part *p, const char *name, size_t len) {
     for (int i = 0; i < p->nnames; i++)
-        if (strcmp(p->names[i], name) == 0) return p->name_parts[i];
+        if (strncmp(p->names[i], name, len) == 0 && p->names[i][len] == 0) return i;
     return -1;
 }
 
@@ -215,26 +219,43 @@ static void *compile_part(void *arg) {
         p->error = cg_format("seqc: code generator: cannot read back part %d of the module", p->index);
         goto done;
     }
-    /* Another part's functions go: entry points and roots by name; what only
-     * they reached is internal and unreferenced, and globaldce drops it. */
+    /* Roots are renamed and made external; another part's functions go:
+     * what only they reached is internal and unreferenced, and globaldce
+     * drops it. */
     LLVMValueRef next;
     for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = next) {
         next = LLVMGetNextFunction(f);
         if (LLVMIsDeclaration(f)) continue;
         size_t len;
         const char *name = LLVMGetValueName2(f, &len);
-        int owner = part_of(p, name);
-        if (owner >= 0 && owner != p->index) declare_only(mod, f);
+        int i = name_index(p, name, len);
+        if (i < 0) continue;
+        if (p->name_roots[i]) {
+            char *global = cg_format("%s.%s", p->prefix, p->names[i]);
+            if (!global) {
+                p->error = cg_format("seqc: code generator: out of memory");
+                goto done;
+            }
+            LLVMSetValueName2(f, global, strlen(global));
+            free(global);
+            LLVMSetLinkage(f, LLVMExternalLinkage);
+            LLVMSetUnnamedAddress(f, LLVMNoUnnamedAddr);
+        }
+        if (p->name_parts[i] != p->index) declare_only(mod, f);
     }
-    tm = cg_host_machine(mod, LLVMRelocPIC, LLVMCodeModelDefault, &p->error);
+    tm = cg_host_machine(mod, p->tier, LLVMRelocPIC, LLVMCodeModelDefault, &p->error);
     if (!tm) goto done;
-    opts = LLVMCreatePassBuilderOptions();
-    LLVMErrorRef err = LLVMRunPasses(mod, "globaldce,default<O3>", tm, opts);
-    if (err) {
-        char *s = LLVMGetErrorMessage(err);
-        p->error = cg_format("seqc: code generator: the pass pipeline failed: %s", s);
-        LLVMDisposeErrorMessage(s);
-        goto done;
+    /* The quick tier of a whole module needs no pass; a part needs globaldce. */
+    const char *passes = p->tier == CG_QUICK ? (p->nnames ? "globaldce" : NULL) : "globaldce,default<O3>";
+    if (passes) {
+        opts = LLVMCreatePassBuilderOptions();
+        LLVMErrorRef err = LLVMRunPasses(mod, passes, tm, opts);
+        if (err) {
+            char *s = LLVMGetErrorMessage(err);
+            p->error = cg_format("seqc: code generator: the pass pipeline failed: %s", s);
+            LLVMDisposeErrorMessage(s);
+            goto done;
+        }
     }
     char *msg = NULL;
     if (LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &msg, &p->object)) {
@@ -251,7 +272,7 @@ done:
     return NULL;
 }
 
-int cg_emit_objects(CgModule *m, int threads, LLVMMemoryBufferRef **objs, char **error) {
+int cg_emit_objects(CgModule *m, int threads, CgTier tier, LLVMMemoryBufferRef **objs, char **error) {
     *error = NULL;
     *objs = NULL;
     LLVMModuleRef mod = cg_module_ref(m);
@@ -262,6 +283,7 @@ int cg_emit_objects(CgModule *m, int threads, LLVMMemoryBufferRef **objs, char *
     int parts = 1, nobjs = 0;
     char **names = NULL;
     int *name_parts = NULL, nnames = 0;
+    bool *name_roots = NULL;
     Part part[MAX_PARTS] = {0};
     pthread_t tid[MAX_PARTS];
     bool started[MAX_PARTS] = {0};
@@ -270,7 +292,7 @@ int cg_emit_objects(CgModule *m, int threads, LLVMMemoryBufferRef **objs, char *
         if (!scan_module(mod, &s)) goto oom;
         parts = deal_roots(&s, threads);
     }
-    if (parts <= 1) {
+    if (parts <= 1 && tier == CG_OPTIMIZED) {
         LLVMMemoryBufferRef one = cg_emit_object(m, error);
         if (!one) goto done;
         if (!(*objs = malloc(sizeof **objs))) {
@@ -281,37 +303,34 @@ int cg_emit_objects(CgModule *m, int threads, LLVMMemoryBufferRef **objs, char *
         nobjs = 1;
         goto done;
     }
-    names = calloc((size_t)s.nfns, sizeof *names);
-    name_parts = calloc((size_t)s.nfns, sizeof *name_parts);
-    if (!names || !name_parts) goto oom;
-    for (int i = 0; i < s.nfns; i++) {
-        Fn *fn = &s.fns[i];
-        if (!fn->entry && !fn->root) continue;
-        if (fn->root) {
+    if (parts > 1) {
+        names = calloc((size_t)s.nfns, sizeof *names);
+        name_parts = calloc((size_t)s.nfns, sizeof *name_parts);
+        name_roots = calloc((size_t)s.nfns, sizeof *name_roots);
+        if (!names || !name_parts || !name_roots) goto oom;
+        for (int i = 0; i < s.nfns; i++) {
+            Fn *fn = &s.fns[i];
+            if (!fn->entry && !fn->root) continue;
             size_t len;
             const char *name = LLVMGetValueName2(fn->fn, &len);
-            char *global = cg_format("%s.%.*s", cg_signature(m)->name, (int)len, name);
-            if (!global) goto oom;
-            LLVMSetValueName2(fn->fn, global, strlen(global));
-            free(global);
-            LLVMSetLinkage(fn->fn, LLVMExternalLinkage);
-            LLVMSetUnnamedAddress(fn->fn, LLVMNoUnnamedAddr);
+            if (!(names[nnames] = cg_format("%.*s", (int)len, name))) goto oom;
+            name_roots[nnames] = fn->root;
+            name_parts[nnames++] = fn->part;
         }
-        size_t len;
-        const char *name = LLVMGetValueName2(fn->fn, &len);
-        if (!(names[nnames] = cg_format("%.*s", (int)len, name))) goto oom;
-        name_parts[nnames++] = fn->part;
     }
     bc = LLVMWriteBitcodeToMemoryBuffer(mod);
     if (!bc) goto oom;
     cg_init_native();
     for (int p = 0; p < parts; p++) {
         part[p] = (Part){.index = p,
+                         .tier = tier,
                          .bitcode = LLVMGetBufferStart(bc),
                          .bitcode_len = LLVMGetBufferSize(bc),
                          .names = (const char *const *)names,
                          .name_parts = name_parts,
-                         .nnames = nnames};
+                         .name_roots = name_roots,
+                         .nnames = nnames,
+                         .prefix = cg_signature(m)->name};
         /* Part 0 runs here; a thread that cannot start leaves its part here too. */
         if (p > 0) started[p] = pthread_create(&tid[p], NULL, compile_part, &part[p]) == 0;
     }
@@ -341,14 +360,15 @@ done:
     for (int i = 0; i < nnames; i++) free(names[i]);
     free(names);
     free(name_parts);
+    free(name_roots);
     split_free(&s);
-    cg_timing(m)->passes_ms = cg_now_ms() - t0;
+    *(tier == CG_QUICK ? &cg_timing(m)->quick_ms : &cg_timing(m)->passes_ms) = cg_now_ms() - t0;
     return *error ? 0 : nobjs;
 }
 
 int cg_write_objects(CgModule *m, int threads, const char *prefix, char **error) {
     LLVMMemoryBufferRef *objs;
-    int n = cg_emit_objects(m, threads, &objs, error);
+    int n = cg_emit_objects(m, threads, CG_OPTIMIZED, &objs, error);
     for (int i = 0; i < n; i++) {
         char *path = cg_format("%s.%d.o", prefix, i);
         FILE *f = path ? fopen(path, "wb") : NULL;

@@ -274,19 +274,47 @@ static void cache_store(const char *path, LLVMMemoryBufferRef *objs, int nobjs) 
     free(dir);
 }
 
+/* The module's optimized objects from the cache (how many; 0 on a miss)
+ * and where they are or go (malloc'd, or NULL when the cache is off). */
+static int from_cache(CgModule *m, char **path, LLVMMemoryBufferRef **objs) {
+    *path = cache_path(cg_module_ref(m));
+    int nobjs = *path ? cache_load(*path, objs) : 0;
+    cg_timing(m)->cached = nobjs > 0;
+    return nobjs;
+}
+
+static CgJit *link_objects(CgModule *m, LLVMMemoryBufferRef *objs, int nobjs, char **error);
+
 CgJit *cg_jit(CgModule *m, char **error) {
     *error = NULL;
-    /* The objects the cache holds, or ones compiled here (and kept in it). */
-    char *cached_at = cache_path(cg_module_ref(m));
+    char *cached_at;
     LLVMMemoryBufferRef *objs = NULL;
-    int nobjs = cached_at ? cache_load(cached_at, &objs) : 0;
-    cg_timing(m)->cached = nobjs > 0;
+    int nobjs = from_cache(m, &cached_at, &objs);
     if (nobjs == 0) {
-        nobjs = cg_emit_objects(m, rt_threads(), &objs, error);
+        nobjs = cg_emit_objects(m, rt_threads(), CG_OPTIMIZED, &objs, error);
         if (nobjs > 0 && cached_at) cache_store(cached_at, objs, nobjs);
     }
     free(cached_at);
-    if (nobjs == 0) return NULL;
+    return nobjs ? link_objects(m, objs, nobjs, error) : NULL;
+}
+
+CgJit *cg_jit_cached(CgModule *m, char **error) {
+    *error = NULL;
+    char *cached_at;
+    LLVMMemoryBufferRef *objs = NULL;
+    int nobjs = from_cache(m, &cached_at, &objs);
+    free(cached_at);
+    return nobjs ? link_objects(m, objs, nobjs, error) : NULL;
+}
+
+CgJit *cg_jit_quick(CgModule *m, char **error) {
+    LLVMMemoryBufferRef *objs = NULL;
+    int nobjs = cg_emit_objects(m, rt_threads(), CG_QUICK, &objs, error);
+    return nobjs ? link_objects(m, objs, nobjs, error) : NULL;
+}
+
+/* Takes the objects (and the array). */
+static CgJit *link_objects(CgModule *m, LLVMMemoryBufferRef *objs, int nobjs, char **error) {
     /* jit_ms: linking and the lookups; the passes and machine code are passes_ms */
     double t0 = cg_now_ms();
     cg_init_native();

@@ -23,6 +23,7 @@
 #include "schedule.h"
 #include "program.h"
 #include "summary.h"
+#include "tiers.h"
 
 static const char usage[] =
     "usage: seqc COMMAND [options] FILE...\n"
@@ -258,12 +259,14 @@ static char *message(const char *fmt, const char *arg) {
     return s;
 }
 
-static void print_timing(const Build *b, double emit_ms, const char *last) {
+/* `note` ends the first line. */
+static void print_timing(const Build *b, double emit_ms, const char *last, const char *note) {
     const CgTiming *t = cg_timing(b->train_code), *i = cg_timing(b->infer_code);
     /* LLVM: its passes, and its machine code where that was compiled in parts on threads */
-    fprintf(stderr, "parse and elaborate %.1f ms, autodiff %.1f ms, lower %.1f ms, LLVM %.1f ms, %s %.1f ms%s\n",
-            b->elab_ms, b->autodiff_ms, t->lower_ms + i->lower_ms, t->passes_ms + i->passes_ms, last, emit_ms,
-            t->cached && i->cached ? " (machine code from the cache)" : "");
+    fprintf(stderr, "parse and elaborate %.1f ms, autodiff %.1f ms, lower %.1f ms, LLVM %.1f ms, %s %.1f ms%s%s\n",
+            b->elab_ms, b->autodiff_ms, t->lower_ms + i->lower_ms,
+            t->quick_ms + t->passes_ms + i->quick_ms + i->passes_ms, last, emit_ms,
+            t->cached && i->cached ? " (machine code from the cache)" : "", note);
     const CgStats *s = cg_stats(b->train_code);
     fprintf(stderr, "training step: %d matmuls with their elementwise epilogue (%d nodes, at most %d in one), "
             "%d elementwise chains\n", s->epilogues, s->epilogue_nodes, s->largest_epilogue, s->chains);
@@ -401,7 +404,7 @@ static int cmd_compile(const Options *o) {
             if (!link_static_library(libpath, objs, nobjs, &err) || !write_header(header, &b, &err)) goto done;
         }
     }
-    if (o->time) print_timing(&b, now_ms() - t0, k >= 0 ? "emit" : "emit and link");
+    if (o->time) print_timing(&b, now_ms() - t0, k >= 0 ? "emit" : "emit and link", "");
     status = 0;
 done:
     if (err) {
@@ -415,43 +418,6 @@ done:
     status = finish(&d, status);
     build_free(&b);
     return status;
-}
-
-/* `seqc run` compiles the inference step (the batch-1 variant: prediction,
- * sampling, the examples that do not fill a batch) on a thread of its own
- * while the command starts on the training step; its first call waits for
- * it. The runtime calls steps from one thread, so the wait needs no lock. */
-typedef struct BackgroundJit {
-    CgModule *code;
-    pthread_t thread;
-    CgJit *jit;
-    char *error;
-    bool joined;
-} BackgroundJit;
-
-static BackgroundJit background_infer;
-
-static void *jit_in_background(void *arg) {
-    BackgroundJit *bj = arg;
-    bj->jit = cg_jit(bj->code, &bj->error);
-    return NULL;
-}
-
-/* True when the inference step is ready; otherwise says why, once. */
-static bool join_infer(void) {
-    if (!background_infer.joined) {
-        pthread_join(background_infer.thread, NULL);
-        background_infer.joined = true;
-        if (background_infer.error) fprintf(stderr, "%s\n", background_infer.error);
-        free(background_infer.error);
-        background_infer.error = NULL;
-    }
-    return background_infer.jit != NULL;
-}
-
-static void infer_when_compiled(uint8_t *slab, int32_t training, uint64_t dropout_seed, int32_t upto) {
-    if (!join_infer()) exit(1);
-    cg_jit_entry(background_infer.jit)(slab, training, dropout_seed, upto);
 }
 
 /* `seqc run [--time] [--model NAME] [--batch N] [--bptt N] FILE COMMAND [options]`:
@@ -518,47 +484,31 @@ static int cmd_run(int argc, char **argv) {
     Build b;
     char *err = NULL;
     int status = 1;
-    CgJit *tj = NULL;
-    bool infer_started = false;
+    bool started = false;
     if (!build_model(&bo, &b, &d, &err)) goto done;
-    double t0 = now_ms();
-    if (!(tj = cg_jit(b.train_code, &err))) goto done;
-    double ready_ms = now_ms() - t0;
+    RtModelCode code = {.manifest = b.manifest};
+    if (!(started = tiers_start(b.train_code, b.infer_code, &code, &err))) goto done;
     diag_print(&d, stderr); /* warnings, before the run's output */
     diag_free(&d);
     diag_init(&d);
-    background_infer = (BackgroundJit){.code = b.infer_code};
-    infer_started = pthread_create(&background_infer.thread, NULL, jit_in_background, &background_infer) == 0;
-    if (!infer_started) {
-        jit_in_background(&background_infer);
-        background_infer.joined = true;
-        if (!background_infer.jit) {
-            err = background_infer.error;
-            goto done;
-        }
-    }
-    RtModelCode code = {.manifest = b.manifest,
-                        .train_step = (RtStepFn)cg_jit_entry(tj),
-                        .train_update = (RtUpdateFn)cg_jit_update(tj),
-                        .infer_step = infer_when_compiled};
     status = rt_main(&code, "seqc run", (int)nrest, rest);
-    if (!join_infer()) status = 1;
-    if (time) {
-        print_timing(&b, ready_ms, "training step ready after");
-        int64_t calls, split;
-        rt_pool_counts(&calls, &split);
-        fprintf(stderr, "seqc: kernels: %lld calls, %lld split over up to %d threads\n", (long long)calls,
-                (long long)split, rt_threads());
-    }
 done:
     if (err) {
         fprintf(stderr, "%s\n", err);
         free(err);
     }
-    if (tj) cg_jit_free(tj);
-    if (infer_started || background_infer.jit) {
-        join_infer();
-        cg_jit_free(background_infer.jit);
+    TierTimes tt = {0};
+    if (started && !tiers_finish(&tt)) status = 1;
+    if (started && time) {
+        char note[96] = "";
+        if (!tt.train_from_cache)
+            snprintf(note, sizeof note, " (quick tier, %.1f ms of LLVM), optimized after %.1f ms",
+                     cg_timing(b.train_code)->quick_ms, tt.train_optimized_ms);
+        print_timing(&b, tt.train_ready_ms, "training step ready after", note);
+        int64_t calls, split;
+        rt_pool_counts(&calls, &split);
+        fprintf(stderr, "seqc: kernels: %lld calls, %lld split over up to %d threads\n", (long long)calls,
+                (long long)split, rt_threads());
     }
     status = finish(&d, status);
     build_free(&b);

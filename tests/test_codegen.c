@@ -575,6 +575,18 @@ static void clear_step_pointers(const CgPlan *p, uint8_t *slab) {
             if (p->graphs[g].indirect[i]) memset(slab + p->graphs[g].offset[i], 0, 8);
 }
 
+/* The interpreter with params from their initializers (seed 1) and inputs
+ * and targets filled (seed 1, stream 7): what two slabs start from. */
+static Interp *filled_interp(const Graph *g) {
+    Interp *it = interp_new(g, PREC_F32);
+    interp_init_params(it, 1);
+    RtRng rng;
+    rt_rng_seed(&rng, 1, 7);
+    for (int i = 0; i < g->inputs.len; i++) gradcheck_fill_input(it, g, g->inputs.items[i], &rng);
+    for (int i = 0; i < g->targets.len; i++) gradcheck_fill_input(it, g, g->targets.items[i], &rng);
+    return it;
+}
+
 /* A module compiled on three threads is three objects whose kernels call
  * each other across them, and computes the bits one object computes: a
  * training step from the same slab leaves the same slab. */
@@ -583,12 +595,7 @@ START_TEST(split_objects_same_bits) {
     ck_assert(load(&l, rnn_models[1], NULL, 4));
     Graph *g = l.model.graph;
     char *err = NULL;
-    Interp *it = interp_new(g, PREC_F32);
-    interp_init_params(it, 1);
-    RtRng rng;
-    rt_rng_seed(&rng, 1, 7);
-    for (int i = 0; i < g->inputs.len; i++) gradcheck_fill_input(it, g, g->inputs.items[i], &rng);
-    for (int i = 0; i < g->targets.len; i++) gradcheck_fill_input(it, g, g->targets.items[i], &rng);
+    Interp *it = filled_interp(g);
     uint8_t *slab[2];
     CgModule *m[2];
     CgJit *j[2];
@@ -618,6 +625,57 @@ START_TEST(split_objects_same_bits) {
         free(slab[k]);
     }
     interp_free(it);
+    unload(&l);
+}
+END_TEST
+
+/* The quick tier and the optimized tier of one module (the quick one first:
+ * compiling it must leave the module as it was) compute the same bits: two
+ * training steps and Adam's updates from the same slab leave the same slab.
+ * `seqc run` changes tiers between two calls on that promise. Every example,
+ * so that every kind of kernel runs at both tiers. */
+START_TEST(tiers_same_bits) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/examples/%s.seq", root(), examples[_i]);
+    Loaded l;
+    ck_assert(load(&l, NULL, path, 2));
+    Graph *g = l.model.graph;
+    const Node *x = g->inputs.len ? g->inputs.items[0] : NULL;
+    if (x && x->type.rank > 0 && x->type.dims[0] > LONG_SEQUENCE) {
+        unload(&l);
+        ck_assert(load(&l, NULL, path, 1));
+        g = l.model.graph;
+    }
+    char *err = NULL;
+    CgModule *m = cg_lower(g, g->name, &err);
+    ck_assert_msg(m != NULL, "%s: %s", examples[_i], err ? err : "?");
+    ck_assert_msg(!g->loss || cg_add_update(m, &keras_adam, &err), "%s: %s", examples[_i], err ? err : "?");
+    CgJit *j[2];
+    j[0] = cg_jit_quick(m, &err);
+    ck_assert_msg(j[0] != NULL, "%s: %s", examples[_i], err ? err : "?");
+    j[1] = cg_jit(m, &err);
+    ck_assert_msg(j[1] != NULL, "%s: %s", examples[_i], err ? err : "?");
+    const CgPlan *plan = cg_plan(m);
+    Interp *it = filled_interp(g);
+    uint8_t *slab[2];
+    for (int k = 0; k < 2; k++) {
+        slab[k] = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
+        ck_assert_ptr_nonnull(slab[k]);
+        memset(slab[k], 0, (size_t)plan->slab_bytes);
+        gradcheck_write_slab(it, g, plan->offset, slab[k]);
+        for (uint64_t t = 1; t <= 2; t++) {
+            cg_jit_entry(j[k])(slab[k], g->loss != NULL, 2 + t, g->nodes.len);
+            if (g->loss) cg_jit_update(j[k])(slab[k], t, keras_adam.lr);
+        }
+        clear_step_pointers(plan, slab[k]);
+    }
+    ck_assert_msg(memcmp(slab[0], slab[1], (size_t)plan->slab_bytes) == 0, "%s: the tiers differ", examples[_i]);
+    for (int k = 0; k < 2; k++) {
+        cg_jit_free(j[k]);
+        free(slab[k]);
+    }
+    interp_free(it);
+    cg_free(m);
     unload(&l);
 }
 END_TEST
@@ -774,6 +832,10 @@ int main(void) {
     tcase_add_loop_test(tr, rnn_models_train, 0, (int)(sizeof rnn_models / sizeof rnn_models[0]));
     tcase_add_loop_test(tr, examples_train, 0, examples_to_run());
     suite_add_tcase(s, tr);
+    TCase *tiers = tcase_create("tiers");
+    tcase_set_timeout(tiers, 600);
+    tcase_add_loop_test(tiers, tiers_same_bits, 0, examples_to_run());
+    suite_add_tcase(s, tiers);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
     int failed = srunner_ntests_failed(r);

@@ -1,0 +1,200 @@
+/* Two tiers of code for `seqc run`. The optimized tier takes LLVM a second
+ * or more on the larger models; the quick tier a tenth of that, and runs a
+ * few times slower. The training step's quick tier is compiled first, the
+ * command starts on it, and a thread compiles the inference step's quick
+ * tier (the command may need it at once: sample, predict), then the
+ * optimized tiers of both. The runtime calls the entry points below, which
+ * call whatever tier is best at that moment. The runtime calls steps from
+ * one thread; the tiers' functions are published with atomic stores, and the
+ * inference step's first call waits for its first tier under a lock. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jit.h"
+#include "pool.h"
+#include "tiers.h"
+
+typedef struct Tier {
+    CgModule *code;
+    CgJit *quick, *optimized;
+    _Atomic(CgStepFn) step;
+    _Atomic(CgUpdateFn) update;
+} Tier;
+
+typedef struct Session {
+    Tier train, infer;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t published;
+    bool done;              /* the thread has finished (under the lock) */
+    char *error;            /* the inference step could not be compiled at all */
+    char *optimize_error;   /* an optimized tier could not be; the quick one ran */
+    double t0;
+    TierTimes times;
+} Session;
+
+static Session S = {.lock = PTHREAD_MUTEX_INITIALIZER, .published = PTHREAD_COND_INITIALIZER};
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void publish(Tier *t, CgJit *j) {
+    atomic_store(&t->update, cg_jit_update(j));
+    atomic_store(&t->step, cg_jit_entry(j));
+    pthread_mutex_lock(&S.lock);
+    pthread_cond_broadcast(&S.published);
+    pthread_mutex_unlock(&S.lock);
+}
+
+/* While the optimized code compiles, the quick tier runs on one thread, at
+ * the lowest priority when the thread may take its own back (root, or an
+ * RLIMIT_NICE that allows it): the compiler's threads have the cores, and the
+ * optimized code, several times faster, comes about as soon as it would
+ * alone. The results depend on neither. */
+typedef struct Quiet {
+    int threads, nice;
+    bool reniced;
+} Quiet;
+
+static Quiet quiet_begin(void) {
+    Quiet q = {.threads = rt_threads()};
+    rt_set_threads(1);
+    id_t self = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    q.nice = getpriority(PRIO_PROCESS, self);
+    struct rlimit r;
+    bool may_return = geteuid() == 0 || (getrlimit(RLIMIT_NICE, &r) == 0 &&
+                                         (r.rlim_cur == RLIM_INFINITY || 20 - (long)r.rlim_cur <= q.nice));
+    q.reniced = errno == 0 && q.nice < 19 && may_return && setpriority(PRIO_PROCESS, self, 19) == 0;
+    return q;
+}
+
+static void quiet_end(Quiet q) {
+    if (q.reniced) setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), q.nice);
+    rt_set_threads(q.threads);
+}
+
+static void call_step(const Tier *t, CgStepFn f, uint8_t *slab, int32_t training, uint64_t dropout_seed,
+                      int32_t upto) {
+    bool quick = t->quick && f == cg_jit_entry(t->quick);
+    Quiet q = quick ? quiet_begin() : (Quiet){0};
+    f(slab, training, dropout_seed, upto);
+    if (quick) quiet_end(q);
+}
+
+static void train_step(uint8_t *slab, int32_t training, uint64_t dropout_seed, int32_t upto) {
+    call_step(&S.train, atomic_load(&S.train.step), slab, training, dropout_seed, upto);
+}
+
+static void train_update(uint8_t *slab, uint64_t step, double lr) {
+    CgUpdateFn f = atomic_load(&S.train.update);
+    bool quick = S.train.quick && f == cg_jit_update(S.train.quick);
+    Quiet q = quick ? quiet_begin() : (Quiet){0};
+    f(slab, step, lr);
+    if (quick) quiet_end(q);
+}
+
+static void infer_step(uint8_t *slab, int32_t training, uint64_t dropout_seed, int32_t upto) {
+    CgStepFn f = atomic_load(&S.infer.step);
+    if (!f) {
+        pthread_mutex_lock(&S.lock);
+        while (!(f = atomic_load(&S.infer.step)) && !S.done) pthread_cond_wait(&S.published, &S.lock);
+        pthread_mutex_unlock(&S.lock);
+        if (!f) {
+            fprintf(stderr, "%s\n", S.error);
+            exit(1);
+        }
+    }
+    call_step(&S.infer, f, slab, training, dropout_seed, upto);
+}
+
+/* Keeps the first reason an optimized tier failed. */
+static void optimize_failed(char *error) {
+    if (S.optimize_error) free(error);
+    else S.optimize_error = error;
+}
+
+static void *compile_rest(void *arg) {
+    (void)arg;
+    Tier *train = &S.train, *infer = &S.infer;
+    char *err = NULL;
+    infer->optimized = cg_jit_cached(infer->code, &err);
+    if (!infer->optimized && !err) infer->quick = cg_jit_quick(infer->code, &err);
+    if (err) {
+        S.error = err;
+        goto done;
+    }
+    publish(infer, infer->optimized ? infer->optimized : infer->quick);
+    if (!train->optimized) {
+        if ((train->optimized = cg_jit(train->code, &err))) {
+            S.times.train_optimized_ms = now_ms() - S.t0;
+            publish(train, train->optimized);
+        } else {
+            optimize_failed(err);
+        }
+    }
+    if (!infer->optimized) {
+        if ((infer->optimized = cg_jit(infer->code, &err))) publish(infer, infer->optimized);
+        else optimize_failed(err);
+    }
+done:
+    pthread_mutex_lock(&S.lock);
+    S.done = true;
+    pthread_cond_broadcast(&S.published);
+    pthread_mutex_unlock(&S.lock);
+    return NULL;
+}
+
+bool tiers_start(CgModule *train, CgModule *infer, RtModelCode *code, char **error) {
+    S.t0 = now_ms();
+    S.train.code = train;
+    S.infer.code = infer;
+    if (!(S.train.optimized = cg_jit_cached(train, error)) && (*error || !(S.train.quick = cg_jit_quick(train, error))))
+        return false;
+    CgJit *first = S.train.optimized ? S.train.optimized : S.train.quick;
+    S.times.train_ready_ms = now_ms() - S.t0;
+    S.times.train_from_cache = S.train.optimized != NULL;
+    if (S.train.optimized) S.times.train_optimized_ms = S.times.train_ready_ms;
+    atomic_store(&S.train.step, cg_jit_entry(first));
+    atomic_store(&S.train.update, cg_jit_update(first));
+    S.started = pthread_create(&S.thread, NULL, compile_rest, NULL) == 0;
+    if (!S.started) compile_rest(NULL);
+    code->train_step = train_step;
+    code->train_update = cg_jit_update(first) ? train_update : NULL;
+    code->infer_step = infer_step;
+    return true;
+}
+
+bool tiers_finish(TierTimes *times) {
+    if (S.started) pthread_join(S.thread, NULL);
+    S.started = false;
+    bool ok = !S.error;
+    if (S.error) fprintf(stderr, "%s\n", S.error);
+    if (S.optimize_error)
+        fprintf(stderr, "seqc: the optimized code could not be compiled; the quick tier ran instead: %s\n",
+                S.optimize_error);
+    free(S.error);
+    free(S.optimize_error);
+    Tier *tiers[] = {&S.train, &S.infer};
+    for (int i = 0; i < 2; i++) {
+        cg_jit_free(tiers[i]->quick);
+        cg_jit_free(tiers[i]->optimized);
+    }
+    if (times) *times = S.times;
+    S.train = S.infer = (Tier){0};
+    S.done = false;
+    S.error = S.optimize_error = NULL;
+    S.times = (TierTimes){0};
+    return ok;
+}

@@ -1,0 +1,31 @@
+/* `seqc run`'s code in two tiers (CgTier): the command starts on code that
+ * is quick to compile and moves to the optimized code as a thread finishes
+ * it, between two calls. Both tiers compute the same bits, so where the
+ * switch falls changes no result. */
+#ifndef SEQC_TIERS_H
+#define SEQC_TIERS_H
+
+#include "codegen.h"
+#include "model.h"
+
+typedef struct TierTimes {
+    double train_ready_ms;      /* from tiers_start: the first training step could run */
+    double train_optimized_ms;  /* ... and the optimized one (0: it never was) */
+    bool train_from_cache;      /* the first training step was the optimized one, from the object cache */
+} TierTimes;
+
+/* Makes the training step's code: the optimized tier from the object cache,
+ * else the quick tier, compiled now. Then starts a thread that makes the rest
+ * (the inference step's code, the optimized tiers; new optimized code goes
+ * to the cache) and fills *code's entry points with functions that call the
+ * best tier ready; the inference step's waits for its first tier. One
+ * session at a time. On failure returns false with *error malloc'd. */
+bool tiers_start(CgModule *train, CgModule *infer, RtModelCode *code, char **error);
+
+/* Waits for the thread and frees the code (the entry points must not be
+ * called after). Returns false, having said why, when code the run needed
+ * could not be compiled; an optimized tier that could not be is reported
+ * too, the run having gone on with the quick one. */
+bool tiers_finish(TierTimes *times);
+
+#endif
