@@ -93,12 +93,8 @@ static int64_t extra_bytes(int64_t batch, const Node *n) {
         int64_t C = p->type.rank ? p->type.dims[p->type.rank - 1] : 1;
         return 2 * 8 * (cg_size(batch, p) / (C > 0 ? C : 1));
     }
-    if (n->op == OP_EMBED_GRAD) { /* f64 accumulators, then the ids the last call wrote */
-        int64_t nb = 1, ids = 0;
-        for (int k = 0; k < n->nin; k++) nb = n->in[k]->type.batched ? batch : nb;
-        for (int k = 0; k < n->nin; k += 2) ids += type_elements(&n->in[k]->type);
-        return 8 * type_elements(&n->type) + 4 * nb * ids;
-    }
+    if (n->op == OP_EMBED_GRAD) /* f64 accumulators, then a bit for each row the last call wrote */
+        return 8 * type_elements(&n->type) + 8 * ((n->type.dims[0] + 63) / 64);
     return 0;
 }
 
@@ -215,6 +211,39 @@ static bool step_slice(const Node *scan, const bool *only, const Node *x) {
     return seq && only[seq->id];
 }
 
+/* The scan whose final states scan s starts from, read by s alone (the
+ * steps before truncated BPTT's window, then the window): s carries its
+ * states on in that scan's working storage, where it left them, and those
+ * SCAN_STATEs are that storage. NULL when s starts otherwise. */
+static const Node *continued(const Node *s, const int *uses) {
+    if (s->op != OP_SCAN || s->scan.nstate < 1 || s->in[s->scan.nseq]->op != OP_SCAN_STATE) return NULL;
+    const Node *prev = s->in[s->scan.nseq]->in[0];
+    /* Nothing but those states reads prev: no one wants them once s runs. */
+    if (prev->scan.nstate != s->scan.nstate || uses[prev->id] != prev->scan.nstate) return NULL;
+    int64_t first, walked = scan_walked(prev, &first);
+    for (int i = 0; i < s->scan.nstate; i++) {
+        const Node *x = s->in[s->scan.nseq + i];
+        if (x->op != OP_SCAN_STATE || x->in[0] != prev || x->scan_state.index != i ||
+            x->scan_state.after != walked || uses[x->id] != 1 ||
+            !type_equal(&x->type, &prev->in[prev->scan.nseq + i]->type))
+            return NULL;
+    }
+    return prev;
+}
+
+/* A time slice of a model graph's value that embeddings and their
+ * gradients alone read, as ids (CgGraphPlan.view). */
+static bool ids_window(const Graph *g, const Node *x, const int *uses) {
+    if (x->op != OP_TIME_SLICE || g->parent) return false;
+    int ids = 0;
+    for (int i = x->id + 1; i < g->nodes.len; i++) {
+        const Node *r = g->nodes.items[i];
+        for (int k = 0; k < r->nin; k++)
+            ids += r->in[k] == x && ((r->op == OP_EMBED && k == 0) || (r->op == OP_EMBED_GRAD && k % 2 == 0));
+    }
+    return ids == uses[x->id];
+}
+
 static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *only, int64_t *cursor) {
     CgGraphPlan *grown = realloc(p->graphs, sizeof *grown * (size_t)(p->ngraphs + 1));
     if (!grown) return false;
@@ -229,13 +258,30 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *
     gp->bytes = malloc(sizeof(int64_t) * n);
     gp->extra = malloc(sizeof(int64_t) * n);
     gp->indirect = calloc(n, sizeof(bool));
-    if (!gp->offset || !gp->bytes || !gp->extra || !gp->indirect) return false;
-    for (int i = 0; i < g->nodes.len; i++) {
+    gp->view = calloc(n, sizeof(bool));
+    const Node **from = calloc(n, sizeof *from); /* by scan id: the scan it goes on from (continued) */
+    Arena a;
+    arena_init(&a);
+    int *uses = graph_uses(g, &a);
+    bool ok = gp->offset && gp->bytes && gp->extra && gp->indirect && gp->view && from;
+    for (int i = 0; ok && i < g->nodes.len; i++) from[i] = continued(g->nodes.items[i], uses);
+    for (int i = 0; ok && i < g->nodes.len; i++) {
         const Node *node = g->nodes.items[i];
         int64_t bytes = 4 * cg_size(p->batch, node), alias = capture_alias(p, scan, node);
         if (alias < 0) alias = state_alias(p, scan, node);
+        if (node->op == OP_SCAN_STATE) /* the final state of a scan another goes on from */
+            for (int k = i + 1; k < g->nodes.len && alias < 0; k++)
+                if (from[k] == node->in[0]) alias = scan_state_offset(p, node->in[0], node->scan_state.index);
+        if (ids_window(g, node, uses)) {
+            const Node *x = node->in[0];
+            alias = p->graphs[gi].offset[x->id] + 4 * node->slice.start * (type_elements(&x->type) / x->type.dims[0]);
+            p->graphs[gi].view[i] = true;
+        }
         p->graphs[gi].bytes[i] = bytes;
-        if (alias < 0 && step_slice(scan, only, node)) {
+        if (node->op == OP_SCAN && node->scan.nout == 0) {
+            p->graphs[gi].bytes[i] = 0; /* a scan that leaves only its states has no value */
+            p->graphs[gi].offset[i] = *cursor;
+        } else if (alias < 0 && step_slice(scan, only, node)) {
             p->graphs[gi].indirect[i] = true;
             p->graphs[gi].bytes[i] = 8;
             p->graphs[gi].offset[i] = *cursor;
@@ -247,9 +293,16 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *
             *cursor += align_up(bytes > 0 ? bytes : 1);
         }
         int64_t extra = extra_bytes(p->batch, node);
+        if (from[i]) {
+            p->graphs[gi].extra[i] = p->graphs[gi].extra[from[i]->id];
+            continue;
+        }
         p->graphs[gi].extra[i] = extra > 0 ? *cursor : -1;
         *cursor += align_up(extra);
     }
+    free(from);
+    arena_free(&a);
+    if (!ok) return false;
     /* A scan's body holds values only while the scan runs (what a step
      * leaves is copied out), so the bodies of a graph's scans share one
      * region after its own storage, each from its start. A body that keeps
@@ -276,6 +329,7 @@ static void plan_free(CgPlan *p) {
         free(p->graphs[i].bytes);
         free(p->graphs[i].extra);
         free(p->graphs[i].indirect);
+        free(p->graphs[i].view);
     }
     free(p->graphs);
     for (int w = 0; w < CG_OPT_SLOTS; w++) free(p->slot[w]);
@@ -393,6 +447,11 @@ bool cg_indirect(const CgPlan *p, const Node *n) {
     return gp && n->id >= 0 && n->id < gp->nnodes && gp->indirect[n->id];
 }
 
+bool cg_view(const CgPlan *p, const Node *n) {
+    const CgGraphPlan *gp = cg_plan_graph(p, n->graph);
+    return gp && n->id >= 0 && n->id < gp->nnodes && gp->view[n->id];
+}
+
 LLVMValueRef cg_extra(Cg *cg, const Node *n) {
     const CgGraphPlan *gp = cg_plan_graph(cg->plan, n->graph);
     int64_t off = gp && n->id >= 0 && n->id < gp->nnodes ? gp->extra[n->id] : -1;
@@ -404,6 +463,11 @@ LLVMValueRef cg_extra(Cg *cg, const Node *n) {
 }
 
 LLVMValueRef cg_ex(Cg *cg, const Node *n, LLVMValueRef b) {
+    if (cg_view(cg->plan, n)) {
+        const Node *x = n->in[0];
+        int64_t step = type_elements(&x->type) / x->type.dims[0];
+        return cg_gep(cg, cg_elem(cg, n), cg_ex(cg, x, b), cg_i64(cg, n->slice.start * step));
+    }
     LLVMValueRef p = cg_base(cg, n);
     if (!n->type.batched) return p;
     return cg_gep(cg, cg_elem(cg, n), p, LLVMBuildMul(cg->b, b, cg_i64(cg, type_elements(&n->type)), ""));
@@ -794,6 +858,11 @@ static void step_slices(Cg *cg, const Node *n, LLVMValueRef t) {
     }
 }
 
+/* A SCAN_STATE the plan put where the scan carries that state (continued). */
+static bool state_read_in_place(Cg *cg, const Node *u, const int64_t *state_offset) {
+    return cg_plan_offset(cg->plan, u) == state_offset[u->scan_state.index];
+}
+
 /* SCAN: inputs nseq sequences [T, ...], nstate initial states, ncapture
  * captures; the interpreter's ev_scan, step for step. The body's nodes are
  * functions of their own, called in order at every step; the placeholders are
@@ -845,6 +914,7 @@ static void emit_scan(Cg *cg, const Node *n) {
             return;
         }
         state[i] = cg_gep(cg, cg->t_i8, cg->slab, cg_i64(cg, state_offset[i]));
+        if (cg_plan_offset(cg->plan, init[i]) == state_offset[i]) continue; /* left here by the scan before */
         cg_copy(cg, state[i], cg_base(cg, init[i]), cg_size(cg->batch, init[i]));
     }
     LLVMValueRef zero = cg_i64(cg, 0);
@@ -887,12 +957,11 @@ static void emit_scan(Cg *cg, const Node *n) {
 
     for (int k = 0; k < nuse; k++) {
         const Node *u = uses[k];
-        if (u->op == OP_SCAN_STATE && u->scan_state.after == 0)
+        if (u->op == OP_SCAN_STATE && u->scan_state.after == 0 && !state_read_in_place(cg, u, state_offset))
             cg_copy_examples(cg, u, cg_base(cg, u), &u->type, zero, state[u->scan_state.index],
                              &init[u->scan_state.index]->type, zero, type_elements(&u->type));
     }
     const Node *out = nout > 0 ? body->outputs.items[nstate] : NULL;
-    if (!out) cg_zero(cg, n);
     if (out && n->scan.sequences && type_elements(&n->type) != T * type_elements(&out->type))
         cg_fail(cg, n, "the step output does not fit the sequence");
     if (out && !n->scan.sequences && type_elements(&n->type) != type_elements(&out->type))
@@ -912,7 +981,7 @@ static void emit_scan(Cg *cg, const Node *n) {
     scan_copies_split(cg, &sc, true, t);
     for (int k = 0; k < nuse; k++) {
         const Node *u = uses[k];
-        if (u->op != OP_SCAN_STATE || u->scan_state.after == 0) continue;
+        if (u->op != OP_SCAN_STATE || u->scan_state.after == 0 || state_read_in_place(cg, u, state_offset)) continue;
         CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, lw.i, cg_i64(cg, u->scan_state.after - 1), ""));
         cg_copy_examples(cg, u, cg_base(cg, u), &u->type, zero, state[u->scan_state.index],
                          &init[u->scan_state.index]->type, zero, type_elements(&u->type));
@@ -1203,7 +1272,7 @@ static void lower_graph(Cg *cg, const Graph *g) {
         for (int i = 0; i < g->nodes.len; i++) cg->stats.unread += taken[i] && cg_has_code(((Node *)g->nodes.items[i])->op);
     }
     for (int i = 0; i < g->nodes.len && !cg->error; i++) {
-        if (taken[i]) continue;
+        if (taken[i] || cg_view(cg->plan, g->nodes.items[i])) continue;
         int last;
         CgEpilogue *e = cg_epilogue_find(g, i, taken, &last);
         if (e) {

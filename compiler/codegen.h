@@ -67,6 +67,11 @@ typedef struct CgGraphPlan {
      * slab holds at `offset` a pointer to it, which the scan sets before
      * each step (cg_base loads it). Such a sequence is stored time-major. */
     bool *indirect;
+    /* By node id: a window of ids (a time slice only embeddings and their
+     * gradients read, example by example) read where its operand holds
+     * them: `offset` is its first example's, example b lies in the
+     * operand's example b (cg_ex), and it has no code. */
+    bool *view;
 } CgGraphPlan;
 
 typedef struct CgPlan {
@@ -92,6 +97,8 @@ const CgGraphPlan *cg_plan_graph(const CgPlan *p, const Graph *g);
 int64_t cg_plan_offset(const CgPlan *p, const Node *n);
 /* A body node whose value is a step's slice of a sequence (CgGraphPlan.indirect). */
 bool cg_indirect(const CgPlan *p, const Node *n);
+/* A node read where its operand holds it (CgGraphPlan.view). */
+bool cg_view(const CgPlan *p, const Node *n);
 
 /* An entry point's signature as data, for callers that build the call at run
  * time (libffi) or write a header (AOT). */

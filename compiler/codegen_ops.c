@@ -1098,47 +1098,45 @@ static void emit_softmax_grad(Cg *cg, const Node *n) {
 
 /* ids [...], dy [..., D] -> [V, D]: row ids[p] gets dy[p], summed in an f64
  * copy of the table (the working storage), then rounded */
+/* Id p of example b of the ids, checked by pass 1 of emit_embed_grad. */
+static LLVMValueRef id_at(Cg *cg, const Node *ids, LLVMValueRef b, LLVMValueRef p) {
+    LLVMValueRef at = cg_ex(cg, ids, b);
+    if (ids->type.dtype == DT_I32) return LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, at, p), cg->t_i64, "");
+    return LLVMBuildFPToSI(cg->b, cg_load(cg, cg->t_f32, at, p), cg->t_i64, "");
+}
+
 /* Passes 2 to 4 of an embedding's gradient over columns [c0, c1) of every
  * named row: accumulators to zero, dy added in, rounded into the result. */
-static void embed_grad_columns(Cg *cg, const Node *n, int64_t nb, int64_t P_all, LLVMValueRef c0, LLVMValueRef c1) {
-    int64_t V = n->type.dims[0], D = n->type.dims[1];
+static void embed_grad_columns(Cg *cg, const Node *n, int64_t nb, LLVMValueRef c0, LLVMValueRef c1) {
+    int64_t D = n->type.dims[1];
     LLVMValueRef acc = cg_extra(cg, n), op = cg_base(cg, n);
-    LLVMValueRef last = cg_gep(cg, cg->t_i8, acc, cg_i64(cg, 8 * V * D));
     LLVMValueRef width = LLVMBuildSub(cg->b, c1, c0, "");
-    CgLoop lz = cg_loop_begin(cg, nb * P_all);
-    LLVMValueRef zrow = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lz.i), cg->t_i64, ""), D);
-    LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f64, acc, cg_add(cg, zrow, c0)), LLVMConstInt(cg->t_i8, 0, false),
-                    cg_mul(cg, width, 8), 8);
-    cg_loop_end(cg, &lz);
-    /* Each pair's dy in (b, p) order, in double: every element of the
-     * result takes its terms in that order, whoever owns its column. */
-    int64_t kept_at = 0;
-    for (int q = 0; q < n->nin; q += 2) {
-        const Node *dy = n->in[q + 1];
-        int64_t P = elems(n->in[q]);
-        LLVMValueRef mine = cg_gep(cg, cg->t_i32, last, cg_i64(cg, kept_at));
-        CgLoop lb = cg_loop_begin(cg, nb);
-        LLVMValueRef dp = cg_ex(cg, dy, lb.i);
-        CgLoop lp = cg_loop_begin(cg, P);
-        LLVMValueRef kept = cg_load(cg, cg->t_i32, mine, cg_mad(cg, lb.i, P, lp.i));
-        LLVMValueRef row = cg_mul(cg, LLVMBuildSExt(cg->b, kept, cg->t_i64, ""), D);
-        CgLoop lj = cg_loop_begin_n(cg, width);
-        LLVMValueRef j = cg_add(cg, c0, lj.i);
-        LLVMValueRef at = cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, j));
-        LLVMValueRef v = fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f64, at, ""), cg_loadd(cg, dy, dp, cg_mad(cg, lp.i, D, j)));
-        LLVMBuildStore(cg->b, v, at);
-        cg_loop_end(cg, &lj);
-        cg_loop_end(cg, &lp);
-        cg_loop_end(cg, &lb);
-        kept_at += nb * P;
-    }
-    CgLoop lo = cg_loop_begin(cg, nb * P_all);
-    LLVMValueRef orow = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lo.i), cg->t_i64, ""), D);
-    CgLoop lk = cg_loop_begin_n(cg, width);
-    LLVMValueRef k = cg_add(cg, orow, cg_add(cg, c0, lk.i));
-    cg_stored_as_f32(cg, op, k, cg_load(cg, cg->t_f64, acc, k));
-    cg_loop_end(cg, &lk);
-    cg_loop_end(cg, &lo);
+    for (int pass = 2; pass <= 4; pass++)
+        for (int q = 0; q < n->nin; q += 2) {
+            /* Each pair's dy in (b, p) order, in double: every element of
+             * the result takes its terms in that order, whoever owns its column. */
+            const Node *ids = n->in[q], *dy = n->in[q + 1];
+            CgLoop lb = cg_loop_begin(cg, nb);
+            CgLoop lp = cg_loop_begin(cg, elems(ids));
+            LLVMValueRef row = cg_mul(cg, id_at(cg, ids, lb.i, lp.i), D);
+            if (pass == 2) {
+                LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, c0)), LLVMConstInt(cg->t_i8, 0, false),
+                                cg_mul(cg, width, 8), 8);
+            } else {
+                LLVMValueRef dp = pass == 3 ? cg_ex(cg, dy, lb.i) : NULL;
+                CgLoop lj = cg_loop_begin_n(cg, width);
+                LLVMValueRef j = cg_add(cg, c0, lj.i);
+                LLVMValueRef at = cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, j));
+                if (pass == 3)
+                    LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f64, at, ""),
+                                               cg_loadd(cg, dy, dp, cg_mad(cg, lp.i, D, j))), at);
+                else
+                    cg_stored_as_f32(cg, op, cg_add(cg, row, j), LLVMBuildLoad2(cg->b, cg->t_f64, at, ""));
+                cg_loop_end(cg, &lj);
+            }
+            cg_loop_end(cg, &lp);
+            cg_loop_end(cg, &lb);
+        }
 }
 
 static void emit_embed_grad(Cg *cg, const Node *n) {
@@ -1157,34 +1155,44 @@ static void emit_embed_grad(Cg *cg, const Node *n) {
     }
     /* Only the rows this batch's ids name are touched: the result's other
      * rows are zero, and stay zero between calls because the rows the last
-     * call wrote (its ids, kept after the accumulators) are cleared first. */
+     * call wrote are cleared first. Those are marked a bit a row after the
+     * accumulators: V / 8 bytes, however many ids a call reads (truncated
+     * BPTT's windows each read their own). */
     LLVMValueRef acc = cg_extra(cg, n), op = cg_base(cg, n);
-    LLVMValueRef last = cg_gep(cg, cg->t_i8, acc, cg_i64(cg, 8 * V * D)); /* i32 [nb * P_all] */
-    CgLoop lc = cg_loop_begin(cg, nb * P_all);
-    LLVMValueRef old_row = cg_mul(cg, LLVMBuildSExt(cg->b, cg_load(cg, cg->t_i32, last, lc.i), cg->t_i64, ""), D);
+    LLVMValueRef marks = cg_gep(cg, cg->t_i8, acc, cg_i64(cg, 8 * V * D)); /* i64 [(V + 63) / 64] */
+    LLVMValueRef one = cg_i64(cg, 1), zero = cg_i64(cg, 0);
+    CgLoop lw = cg_loop_begin(cg, (V + 63) / 64);
+    LLVMValueRef word = cg_load(cg, cg->t_i64, marks, lw.i);
+    CgIf any = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntNE, word, zero, ""));
+    CgLoop lk = cg_loop_begin(cg, 64);
+    LLVMValueRef bit = LLVMBuildAnd(cg->b, LLVMBuildLShr(cg->b, word, lk.i, ""), one, "");
+    CgIf marked = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntNE, bit, zero, ""));
+    LLVMValueRef old_row = cg_mul(cg, cg_mad(cg, lw.i, 64, lk.i), D);
     LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f32, op, old_row), LLVMConstInt(cg->t_i8, 0, false), cg_i64(cg, 4 * D), 4);
-    cg_loop_end(cg, &lc);
-    /* Pass 1: the ids checked and kept; pair q's from nb * (the ids before it) on. */
-    int64_t kept_at = 0;
+    cg_endif(cg, &marked);
+    cg_loop_end_rolled(cg, &lk);
+    cg_store(cg, cg->t_i64, marks, lw.i, zero);
+    cg_endif(cg, &any);
+    cg_loop_end(cg, &lw);
+    /* Pass 1: the ids checked, their rows marked. */
     for (int q = 0; q < n->nin; q += 2) {
         const Node *ids = n->in[q];
-        int64_t P = elems(ids);
-        LLVMValueRef mine = cg_gep(cg, cg->t_i32, last, cg_i64(cg, kept_at));
         CgLoop lz = cg_loop_begin(cg, nb);
         LLVMValueRef ipz = cg_ex(cg, ids, lz.i);
-        CgLoop lpz = cg_loop_begin(cg, P);
+        CgLoop lpz = cg_loop_begin(cg, elems(ids));
         LLVMValueRef id = checked_id(cg, ids, ipz, lpz.i, V);
-        cg_store(cg, cg->t_i32, mine, cg_mad(cg, lz.i, P, lpz.i), LLVMBuildTrunc(cg->b, id, cg->t_i32, ""));
+        LLVMValueRef w = LLVMBuildLShr(cg->b, id, cg_i64(cg, 6), "");
+        LLVMValueRef m = LLVMBuildShl(cg->b, one, LLVMBuildAnd(cg->b, id, cg_i64(cg, 63), ""), "");
+        cg_store(cg, cg->t_i64, marks, w, LLVMBuildOr(cg->b, cg_load(cg, cg->t_i64, marks, w), m, ""));
         cg_loop_end(cg, &lpz);
         cg_loop_end(cg, &lz);
-        kept_at += nb * P;
     }
     /* The rest split over threads by blocks of 16 columns. */
     enum { COLUMNS = 16 };
     int64_t units = (D + COLUMNS - 1) / COLUMNS;
     int64_t parts = cg_max_parts(cg, (double)(nb * P_all * D), CG_PART_CHAIN, units);
     if (parts < 2) {
-        embed_grad_columns(cg, n, nb, P_all, cg_i64(cg, 0), cg_i64(cg, D));
+        embed_grad_columns(cg, n, nb, cg_i64(cg, 0), cg_i64(cg, D));
         return;
     }
     CgPar par;
@@ -1192,7 +1200,7 @@ static void emit_embed_grad(Cg *cg, const Node *n) {
     LLVMValueRef c0 = cg_mul(cg, cg_part_start(cg, &par, units), COLUMNS);
     LLVMValueRef c1 = cg_mul(cg, cg_part_end(cg, &par, units), COLUMNS);
     c1 = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, c1, cg_i64(cg, D), ""), c1, cg_i64(cg, D), "");
-    embed_grad_columns(cg, n, nb, P_all, c0, c1);
+    embed_grad_columns(cg, n, nb, c0, c1);
     cg_par_end(cg, &par, parts, 0);
 }
 
