@@ -21,7 +21,8 @@
  * The code comes as `seqc run` has it (compiler/tiers.c): the optimized tier
  * from the object cache, else the quick tier at once and the optimized one
  * after the first step (here on this thread; `seqc run` compiles it on
- * another while the command goes on). Times run from the process's start:
+ * another while the command goes on), unless a quick step would outlast
+ * compiling the optimized code (tiers_quick_pays), which then comes first. Times run from the process's start:
  * ready_ms to the first code being ready to run (loading the program and its
  * libraries and compiling included), first_step_ms to the end of the first
  * step on it (params initialized, inputs filled, first touches of the slab),
@@ -53,6 +54,7 @@
 #include "gradcheck.h"
 #include "interp.h"
 #include "jit.h"
+#include "tiers.h"
 #include "pool.h"
 #include "rng.h"
 
@@ -90,45 +92,6 @@ static double since_start_ms(long long since) {
     clock_gettime(CLOCK_BOOTTIME, &ts);
     double boot_ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
     return boot_ms - (double)start * 1e3 / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* ---- FLOPs of one step ---------------------------------------------------------------- */
-
-static int64_t rows_of(int64_t batch, const Node *x, int64_t inner) {
-    return (x->type.batched ? batch : 1) * (type_elements(&x->type) / inner);
-}
-
-static double graph_flops(const Graph *g, int64_t batch) {
-    double flops = 0;
-    for (int i = 0; i < g->nodes.len; i++) {
-        const Node *n = g->nodes.items[i];
-        switch (n->op) {
-        case OP_MATMUL: {
-            const Node *w = n->in[1];
-            int64_t K = w->type.dims[0], N = w->type.dims[1];
-            flops += 2.0 * (double)rows_of(batch, n->in[0], K) * (double)K * (double)N;
-            break;
-        }
-        case OP_MATMUL_T: {
-            const Node *w = n->in[1];
-            int64_t K = w->type.dims[0], N = w->type.dims[1];
-            flops += 2.0 * (double)rows_of(batch, n->in[0], N) * (double)K * (double)N;
-            break;
-        }
-        case OP_MATMUL_W: {
-            int64_t K = n->type.dims[0], N = n->type.dims[1];
-            flops += 2.0 * (double)rows_of(batch, n->in[0], K) * (double)K * (double)N;
-            break;
-        }
-        case OP_SCAN: {
-            int64_t first, walked = scan_walked(n, &first);
-            flops += (double)walked * graph_flops(n->scan.body, batch);
-            break;
-        }
-        default: break;
-        }
-    }
-    return flops;
 }
 
 /* ---- the peak ------------------------------------------------------------------------------ */
@@ -274,17 +237,22 @@ int main(int argc, char **argv) {
     /* As `seqc run` starts (compiler/tiers.c): the optimized code from the
      * cache, else the quick tier; the optimized code then replaces it. */
     CgModule *code = infer ? b.infer_code : b.train_code;
+    const Graph *g = infer ? b.infer.graph : b.train.graph;
     bool quick = false;
     if (!(j = cg_jit_cached(code, &err)) && !err) {
         j = cg_jit_quick(code, &err);
         quick = true;
+    }
+    if (j && quick && !infer && !tiers_quick_pays(graph_matmul_flops(g, g->batch), cg_timing(code)->quick_ms)) {
+        cg_jit_free(j);
+        j = cg_jit(code, &err);
+        quick = false;
     }
     if (!j) {
         fprintf(stderr, "%s\n", err);
         goto done;
     }
     double ready = since_start_ms(since);
-    const Graph *g = infer ? b.infer.graph : b.train.graph;
     const CgPlan *plan = cg_plan(code);
     CgStepFn step = cg_jit_entry(j);
     CgUpdateFn upd = cg_jit_update(j);
@@ -341,7 +309,7 @@ int main(int argc, char **argv) {
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
     double median = steps % 2 ? times[steps / 2] : (times[steps / 2 - 1] + times[steps / 2]) / 2;
     const CgTiming *tt = cg_timing(b.train_code), *ti = cg_timing(b.infer_code);
-    double gflop = graph_flops(g, g->batch) / 1e9;
+    double gflop = graph_matmul_flops(g, g->batch) / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("model=%s median_ms=%.3f min_ms=%.3f max_ms=%.3f ready_ms=%.1f first_step_ms=%.1f optimized_ms=%.1f "

@@ -85,6 +85,43 @@ int64_t scan_walked(const Node *scan, int64_t *first) {
     return scan->in[0]->type.dims[0];
 }
 
+static int64_t rows_of(int64_t batch, const Node *x, int64_t inner) {
+    return (x->type.batched ? batch : 1) * (type_elements(&x->type) / inner);
+}
+
+double graph_matmul_flops(const Graph *g, int64_t batch) {
+    double flops = 0;
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *n = g->nodes.items[i];
+        switch (n->op) {
+        case OP_MATMUL: {
+            const Node *w = n->in[1];
+            int64_t K = w->type.dims[0], N = w->type.dims[1];
+            flops += 2.0 * (double)rows_of(batch, n->in[0], K) * (double)K * (double)N;
+            break;
+        }
+        case OP_MATMUL_T: {
+            const Node *w = n->in[1];
+            int64_t K = w->type.dims[0], N = w->type.dims[1];
+            flops += 2.0 * (double)rows_of(batch, n->in[0], N) * (double)K * (double)N;
+            break;
+        }
+        case OP_MATMUL_W: {
+            int64_t K = n->type.dims[0], N = n->type.dims[1];
+            flops += 2.0 * (double)rows_of(batch, n->in[0], K) * (double)K * (double)N;
+            break;
+        }
+        case OP_SCAN: {
+            int64_t first, walked = scan_walked(n, &first);
+            flops += (double)walked * graph_matmul_flops(n->scan.body, batch);
+            break;
+        }
+        default: break;
+        }
+    }
+    return flops;
+}
+
 bool type_equal(const Type *a, const Type *b) {
     if (a->dtype != b->dtype || a->rank != b->rank || a->batched != b->batched) return false;
     for (int i = 0; i < a->rank; i++)

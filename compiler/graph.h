@@ -154,6 +154,9 @@ int *graph_uses(const Graph *g, Arena *a);
 /* The steps a scan walks: how many, and the time index of the first (the
  * lowest, whichever way it walks). */
 int64_t scan_walked(const Node *scan, int64_t *first);
+/* The flops of g's matrix products at this batch, 2 M N K each, every step
+ * of every scan. */
+double graph_matmul_flops(const Graph *g, int64_t batch);
 bool type_equal(const Type *a, const Type *b);
 /* `f32[20, 8]` (per example), or with the batch axis as Keras shows it: `(None, 20, 8)`. */
 char *type_str(Arena *a, const Type *t);

@@ -487,7 +487,7 @@ static int cmd_run(int argc, char **argv) {
     bool started = false;
     if (!build_model(&bo, &b, &d, &err)) goto done;
     RtModelCode code = {.manifest = b.manifest};
-    if (!(started = tiers_start(b.train_code, b.infer_code, &code, &err))) goto done;
+    if (!(started = tiers_start(b.train_code, b.infer_code, graph_matmul_flops(b.train.graph, b.train.graph->batch), &code, &err))) goto done;
     diag_print(&d, stderr); /* warnings, before the run's output */
     diag_free(&d);
     diag_init(&d);
@@ -501,7 +501,9 @@ done:
     if (started && !tiers_finish(&tt)) status = 1;
     if (started && time) {
         char note[96] = "";
-        if (!tt.train_from_cache)
+        if (tt.quick_unused)
+            snprintf(note, sizeof note, " (optimized; a quick step would have taken longer)");
+        else if (!tt.train_from_cache)
             snprintf(note, sizeof note, " (quick tier, %.1f ms of LLVM), optimized after %.1f ms",
                      cg_timing(b.train_code)->quick_ms, tt.train_optimized_ms);
         print_timing(&b, tt.train_ready_ms, "training step ready after", note);

@@ -93,11 +93,26 @@ static void call_step(const Tier *t, CgStepFn f, uint8_t *slab, int32_t training
     if (quick) quiet_end(q);
 }
 
+/* The tier's step, once it has one (the first call may wait for it). */
+static CgStepFn ready_step(Tier *t) {
+    CgStepFn f = atomic_load(&t->step);
+    if (f) return f;
+    pthread_mutex_lock(&S.lock);
+    while (!(f = atomic_load(&t->step)) && !S.done) pthread_cond_wait(&S.published, &S.lock);
+    pthread_mutex_unlock(&S.lock);
+    if (!f) {
+        fprintf(stderr, "%s\n", S.error);
+        exit(1);
+    }
+    return f;
+}
+
 static void train_step(uint8_t *slab, int32_t training, uint64_t dropout_seed, int32_t upto) {
-    call_step(&S.train, atomic_load(&S.train.step), slab, training, dropout_seed, upto);
+    call_step(&S.train, ready_step(&S.train), slab, training, dropout_seed, upto);
 }
 
 static void train_update(uint8_t *slab, uint64_t step, double lr) {
+    ready_step(&S.train); /* published with the update */
     CgUpdateFn f = atomic_load(&S.train.update);
     bool quick = S.train.quick && f == cg_jit_update(S.train.quick);
     Quiet q = quick ? quiet_begin() : (Quiet){0};
@@ -106,17 +121,7 @@ static void train_update(uint8_t *slab, uint64_t step, double lr) {
 }
 
 static void infer_step(uint8_t *slab, int32_t training, uint64_t dropout_seed, int32_t upto) {
-    CgStepFn f = atomic_load(&S.infer.step);
-    if (!f) {
-        pthread_mutex_lock(&S.lock);
-        while (!(f = atomic_load(&S.infer.step)) && !S.done) pthread_cond_wait(&S.published, &S.lock);
-        pthread_mutex_unlock(&S.lock);
-        if (!f) {
-            fprintf(stderr, "%s\n", S.error);
-            exit(1);
-        }
-    }
-    call_step(&S.infer, f, slab, training, dropout_seed, upto);
+    call_step(&S.infer, ready_step(&S.infer), slab, training, dropout_seed, upto);
 }
 
 /* Keeps the first reason an optimized tier failed. */
@@ -139,9 +144,11 @@ static void *compile_rest(void *arg) {
     if (!train->optimized) {
         if ((train->optimized = cg_jit(train->code, &err))) {
             S.times.train_optimized_ms = now_ms() - S.t0;
+            if (!atomic_load(&train->step)) S.times.train_ready_ms = S.times.train_optimized_ms;
             publish(train, train->optimized);
         } else {
             optimize_failed(err);
+            if (!atomic_load(&train->step)) publish(train, train->quick);
         }
     }
     if (!infer->optimized) {
@@ -156,22 +163,37 @@ done:
     return NULL;
 }
 
-bool tiers_start(CgModule *train, CgModule *infer, RtModelCode *code, char **error) {
+/* The quick tier's products run at about QUICK_GFLOPS, and the optimized
+ * code takes about OPTIMIZED_PER_QUICK times as long to compile as the quick
+ * code (on the seed models and examples: 9-35 GFLOP/s, 8-13 times). When a
+ * quick step would outlast the optimized compile, the first step waits for
+ * the optimized code instead (lstm_big: a quick step of 2 s against the
+ * optimized code 0.4 s away). */
+enum { QUICK_GFLOPS = 20, OPTIMIZED_PER_QUICK = 10 };
+
+bool tiers_quick_pays(double step_flops, double quick_ms) {
+    return step_flops / (QUICK_GFLOPS * 1e9) <= OPTIMIZED_PER_QUICK * quick_ms / 1e3;
+}
+
+bool tiers_start(CgModule *train, CgModule *infer, double step_flops, RtModelCode *code, char **error) {
     S.t0 = now_ms();
     S.train.code = train;
     S.infer.code = infer;
     if (!(S.train.optimized = cg_jit_cached(train, error)) && (*error || !(S.train.quick = cg_jit_quick(train, error))))
         return false;
-    CgJit *first = S.train.optimized ? S.train.optimized : S.train.quick;
-    S.times.train_ready_ms = now_ms() - S.t0;
     S.times.train_from_cache = S.train.optimized != NULL;
-    if (S.train.optimized) S.times.train_optimized_ms = S.times.train_ready_ms;
-    atomic_store(&S.train.step, cg_jit_entry(first));
-    atomic_store(&S.train.update, cg_jit_update(first));
+    S.times.quick_unused = S.train.quick && !tiers_quick_pays(step_flops, cg_timing(train)->quick_ms);
+    if (!S.times.quick_unused) {
+        CgJit *first = S.train.optimized ? S.train.optimized : S.train.quick;
+        S.times.train_ready_ms = now_ms() - S.t0;
+        if (S.train.optimized) S.times.train_optimized_ms = S.times.train_ready_ms;
+        atomic_store(&S.train.update, cg_jit_update(first));
+        atomic_store(&S.train.step, cg_jit_entry(first));
+    }
     S.started = pthread_create(&S.thread, NULL, compile_rest, NULL) == 0;
     if (!S.started) compile_rest(NULL);
     code->train_step = train_step;
-    code->train_update = cg_jit_update(first) ? train_update : NULL;
+    code->train_update = cg_update_signature(train) ? train_update : NULL;
     code->infer_step = infer_step;
     return true;
 }

@@ -9,18 +9,25 @@
 #include "model.h"
 
 typedef struct TierTimes {
-    double train_ready_ms;      /* from tiers_start: the first training step could run */
+    double train_ready_ms;      /* from tiers_start: the first training step could run (0: it never could) */
     double train_optimized_ms;  /* ... and the optimized one (0: it never was) */
     bool train_from_cache;      /* the first training step was the optimized one, from the object cache */
+    bool quick_unused;          /* it waited for the optimized one (tiers_quick_pays) */
 } TierTimes;
+
+/* Whether a step of step_flops (graph_matmul_flops) at the quick tier, its
+ * code compiled in quick_ms, would end before the optimized code is ready. */
+bool tiers_quick_pays(double step_flops, double quick_ms);
 
 /* Makes the training step's code: the optimized tier from the object cache,
  * else the quick tier, compiled now. Then starts a thread that makes the rest
  * (the inference step's code, the optimized tiers; new optimized code goes
  * to the cache) and fills *code's entry points with functions that call the
- * best tier ready; the inference step's waits for its first tier. One
- * session at a time. On failure returns false with *error malloc'd. */
-bool tiers_start(CgModule *train, CgModule *infer, RtModelCode *code, char **error);
+ * best tier ready; a step's first call waits for its first tier. A training
+ * step of many flops (graph_matmul_flops) waits for the optimized code when
+ * the quick one would take longer. One session at a time. On failure returns
+ * false with *error malloc'd. */
+bool tiers_start(CgModule *train, CgModule *infer, double step_flops, RtModelCode *code, char **error);
 
 /* Waits for the thread and frees the code (the entry points must not be
  * called after). Returns false, having said why, when code the run needed
