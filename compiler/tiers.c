@@ -5,8 +5,10 @@
  * tier (the command may need it at once: sample, predict), then the
  * optimized tiers of both. The runtime calls the entry points below, which
  * call whatever tier is best at that moment. The runtime calls steps from
- * one thread; the tiers' functions are published with atomic stores, and the
- * inference step's first call waits for its first tier under a lock. */
+ * one thread; the tiers' functions are published with atomic stores, and a
+ * step's first call waits for its first tier under a lock (the inference
+ * step's, and a training step of large products, which waits for the
+ * optimized code: tiers_quick_pays). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
