@@ -2,7 +2,6 @@
  * it needs: load (parse + imports) -> elaborate (graph, shapes) -> print. */
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <llvm-c/Core.h>
 #include <stddef.h>
 #include <stdio.h>
