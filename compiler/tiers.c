@@ -40,6 +40,8 @@ typedef struct Session {
     char *error;            /* the inference step could not be compiled at all */
     char *optimize_error;   /* an optimized tier could not be; the quick one ran */
     double t0;
+    int nice;               /* the calling thread's, at tiers_start */
+    bool renice;            /* the quick tier may run at nice 19 and come back to it */
     TierTimes times;
 } Session;
 
@@ -61,38 +63,30 @@ static void publish(Tier *t, CgJit *j) {
 
 /* While the optimized code compiles, the quick tier runs on one thread, at
  * the lowest priority when the thread may take its own back (root, or an
- * RLIMIT_NICE that allows it): the compiler's threads have the cores, and the
- * optimized code, several times faster, comes about as soon as it would
- * alone. The results depend on neither. */
-typedef struct Quiet {
-    int threads, nice;
-    bool reniced;
-} Quiet;
-
-static Quiet quiet_begin(void) {
-    Quiet q = {.threads = rt_threads()};
+ * RLIMIT_NICE that allows it; decided once, by tiers_start): the compiler's
+ * threads have the cores, and the optimized code, several times faster,
+ * comes about as soon as it would alone. The results depend on neither. */
+static int quiet_threads(void) {
+    int threads = rt_threads();
     rt_set_threads(1);
-    id_t self = (id_t)syscall(SYS_gettid);
-    errno = 0;
-    q.nice = getpriority(PRIO_PROCESS, self);
-    struct rlimit r;
-    bool may_return = geteuid() == 0 || (getrlimit(RLIMIT_NICE, &r) == 0 &&
-                                         (r.rlim_cur == RLIM_INFINITY || 20 - (long)r.rlim_cur <= q.nice));
-    q.reniced = errno == 0 && q.nice < 19 && may_return && setpriority(PRIO_PROCESS, self, 19) == 0;
-    return q;
+    if (S.renice) setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+    return threads;
 }
 
-static void quiet_end(Quiet q) {
-    if (q.reniced) setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), q.nice);
-    rt_set_threads(q.threads);
+static void quiet_end(int threads) {
+    if (S.renice) setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), S.nice);
+    rt_set_threads(threads);
 }
 
 static void call_step(const Tier *t, CgStepFn f, uint8_t *slab, int32_t training, uint64_t dropout_seed,
                       int32_t upto) {
-    bool quick = t->quick && f == cg_jit_entry(t->quick);
-    Quiet q = quick ? quiet_begin() : (Quiet){0};
+    if (!t->quick || f != cg_jit_entry(t->quick)) {
+        f(slab, training, dropout_seed, upto);
+        return;
+    }
+    int threads = quiet_threads();
     f(slab, training, dropout_seed, upto);
-    if (quick) quiet_end(q);
+    quiet_end(threads);
 }
 
 /* The tier's step, once it has one (the first call may wait for it). */
@@ -116,10 +110,13 @@ static void train_step(uint8_t *slab, int32_t training, uint64_t dropout_seed, i
 static void train_update(uint8_t *slab, uint64_t step, double lr) {
     ready_step(&S.train); /* published with the update */
     CgUpdateFn f = atomic_load(&S.train.update);
-    bool quick = S.train.quick && f == cg_jit_update(S.train.quick);
-    Quiet q = quick ? quiet_begin() : (Quiet){0};
+    if (!S.train.quick || f != cg_jit_update(S.train.quick)) {
+        f(slab, step, lr);
+        return;
+    }
+    int threads = quiet_threads();
     f(slab, step, lr);
-    if (quick) quiet_end(q);
+    quiet_end(threads);
 }
 
 static void infer_step(uint8_t *slab, int32_t training, uint64_t dropout_seed, int32_t upto) {
@@ -184,6 +181,12 @@ bool tiers_start(CgModule *train, CgModule *infer, double step_flops, RtModelCod
     if (!(S.train.optimized = cg_jit_cached(train, error)) && (*error || !(S.train.quick = cg_jit_quick(train, error))))
         return false;
     S.times.train_from_cache = S.train.optimized != NULL;
+    errno = 0;
+    S.nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    struct rlimit r;
+    S.renice = errno == 0 && S.nice < 19 &&
+               (geteuid() == 0 || (getrlimit(RLIMIT_NICE, &r) == 0 &&
+                                   (r.rlim_cur == RLIM_INFINITY || 20 - (long)r.rlim_cur <= S.nice)));
     S.times.quick_unused = S.train.quick && !tiers_quick_pays(step_flops, cg_timing(train)->quick_ms);
     if (!S.times.quick_unused) {
         CgJit *first = S.train.optimized ? S.train.optimized : S.train.quick;
