@@ -8,6 +8,7 @@
 #include <llvm-c/Analysis.h>
 #include <llvm-c/DebugInfo.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/IRReader.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
@@ -569,6 +570,47 @@ void cg_loop_end_rolled(Cg *cg, CgLoop *l) {
     LLVMMetadataRef what = LLVMMDStringInContext2(cg->ctx, "llvm.loop.unroll.disable", 24);
     LLVMMetadataRef hint = LLVMMDNodeInContext2(cg->ctx, &what, 1);
     LLVMMetadataRef ops[2] = {self, hint};
+    LLVMMetadataRef loop = LLVMMDNodeInContext2(cg->ctx, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(self, loop);
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(cg->ctx, "llvm.loop", 9), LLVMMetadataAsValue(cg->ctx, loop));
+}
+
+/* The context's access group: a distinct empty node, which the C API can
+ * only make by parsing it. */
+static LLVMMetadataRef access_group(Cg *cg) {
+    if (cg->access_group) return cg->access_group;
+    static const char text[] = "!g = !{!0}\n!0 = distinct !{}\n";
+    LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(text, sizeof text - 1, "access group");
+    LLVMModuleRef m = NULL;
+    char *msg = NULL;
+    if (LLVMParseIRInContext(cg->ctx, buf, &m, &msg)) { /* takes buf */
+        LLVMDisposeMessage(msg);
+        return NULL;
+    }
+    LLVMValueRef op;
+    LLVMGetNamedMetadataOperands(m, "g", &op); /* !{!0} */
+    LLVMGetMDNodeOperands(op, &op);
+    cg->access_group = LLVMValueAsMetadata(op);
+    LLVMDisposeModule(m); /* the node lives as long as the context */
+    return cg->access_group;
+}
+
+void cg_loop_end_parallel(Cg *cg, CgLoop *l) {
+    LLVMMetadataRef group = access_group(cg);
+    if (!group) {
+        cg_loop_end(cg, l);
+        return;
+    }
+    /* The loop's blocks are the header and every block made after it. */
+    unsigned kind = LLVMGetMDKindIDInContext(cg->ctx, "llvm.access.group", 17);
+    LLVMValueRef tag = LLVMMetadataAsValue(cg->ctx, group);
+    for (LLVMBasicBlockRef bb = l->header; bb; bb = LLVMGetNextBasicBlock(bb))
+        for (LLVMValueRef i = LLVMGetFirstInstruction(bb); i; i = LLVMGetNextInstruction(i))
+            if (LLVMIsALoadInst(i) || LLVMIsAStoreInst(i)) LLVMSetMetadata(i, kind, tag);
+    LLVMValueRef br = loop_back(cg, l);
+    LLVMMetadataRef self = LLVMTemporaryMDNode(cg->ctx, NULL, 0);
+    LLVMMetadataRef what[2] = {LLVMMDStringInContext2(cg->ctx, "llvm.loop.parallel_accesses", 27), group};
+    LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(cg->ctx, what, 2)};
     LLVMMetadataRef loop = LLVMMDNodeInContext2(cg->ctx, ops, 2);
     LLVMMetadataReplaceAllUsesWith(self, loop);
     LLVMSetMetadata(br, LLVMGetMDKindIDInContext(cg->ctx, "llvm.loop", 9), LLVMMetadataAsValue(cg->ctx, loop));

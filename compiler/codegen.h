@@ -267,6 +267,7 @@ typedef struct Cg {
      * unbatched value: the part with example 0); NULL: every example. */
     LLVMValueRef copy_from, copy_to;
     LLVMBasicBlockRef allocas;  /* the entry block: locals only */
+    LLVMMetadataRef access_group; /* cg_loop_end_parallel's, made on first use */
     char *error;                /* the first internal error, malloc'd */
 } Cg;
 
@@ -380,6 +381,11 @@ void cg_loop_end(Cg *cg, CgLoop *l);
  * unrolled become blocks of thousands of moves that the back end's
  * scheduler takes seconds to order, and gain nothing at run time. */
 void cg_loop_end_rolled(Cg *cg, CgLoop *l);
+/* ... and tell LLVM no iteration reads or writes memory another one does
+ * (llvm.loop.parallel_accesses on every load and store in it), so that it
+ * vectorizes a loop over many buffers of one slab whose distances it cannot
+ * prove. Only for loops where each iteration owns its elements. */
+void cg_loop_end_parallel(Cg *cg, CgLoop *l);
 CgIf cg_if(Cg *cg, LLVMValueRef cond);
 void cg_else(Cg *cg, CgIf *f);
 void cg_endif(Cg *cg, CgIf *f);

@@ -1598,9 +1598,14 @@ void cg_emit_map_chain(Cg *cg, const Node *const *chain, int len) {
         }
         if (store[m]) cg_storef(cg, outs[m], oi, vals[m]);
     }
-    if (flat) cg_loop_end(cg, &lf);
+    /* Each iteration of the innermost loop owns its elements: LLVM cannot
+     * tell, when the buffers are many and their offsets depend on the example. */
+    if (flat) cg_loop_end_parallel(cg, &lf);
     else
-        for (int d = r - 1; d >= 0; d--) cg_loop_end(cg, &l[d]);
+        for (int d = r - 1; d >= 0; d--) {
+            if (d == r - 1) cg_loop_end_parallel(cg, &l[d]);
+            else cg_loop_end(cg, &l[d]);
+        }
     if (max_parts > 1) cg_endif(cg, &mine);
     cg_loop_end(cg, &lb);
     if (max_parts > 1) cg_par_end(cg, &par, max_parts, 0);
