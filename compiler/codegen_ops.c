@@ -501,135 +501,164 @@ static void emit_pool_time(Cg *cg, const Node *n) {
     cg_loop_end(cg, &lb);
 }
 
-/* x [..., F], gamma, beta, moving mean, moving variance [F] -> [..., F].
- * Training normalizes with the batch's mean and biased variance over every
- * axis but the last, inference with the moving statistics; in double. */
-static void emit_batchnorm(Cg *cg, const Node *n) {
-    const Node *x = n->in[0];
-    int64_t F = last_dim(x), rows = elems(x) / F, nb = nex(cg, x);
-    for (int k = 1; k < 5; k++)
-        if (n->in[k]->type.batched || elems(n->in[k]) != F) {
-            cg_fail(cg, n, "statistic %d is not a vector of %lld", k, (long long)F);
-            return;
-        }
-    /* Split over threads by features: each feature's statistics and
-     * outputs are computed as one thread would. */
-    int64_t parts = cg_max_parts(cg, 3.0 * (double)(nb * rows * F), CG_PART_ELEMS, F);
-    CgPar par;
-    LLVMValueRef from = cg_i64(cg, 0), to = cg_i64(cg, F);
-    if (parts > 1) {
-        cg_par_begin_node(cg, &par, NULL, 0);
-        from = cg_part_start(cg, &par, F);
-        to = cg_part_end(cg, &par, F);
-    }
-    LLVMValueRef gp = cg_base(cg, n->in[1]), bp = cg_base(cg, n->in[2]), mmp = cg_base(cg, n->in[3]),
-                 mvp = cg_base(cg, n->in[4]);
-    LLVMValueRef mean = cg_local(cg, cg->t_f64, NULL), var = cg_local(cg, cg->t_f64, NULL);
-    double count = (double)(nb * rows);
-    CgLoop lf = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, to, from, ""));
-    LLVMValueRef f = cg_add(cg, lf.i, from);
-    CgIf tr = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntNE, cg->training, LLVMConstInt(cg->t_i32, 0, false), ""));
-    {
-        cg_set(cg, mean, cg_f64(cg, 0));
-        CgLoop lb = cg_loop_begin(cg, nb);
-        LLVMValueRef xp = cg_ex(cg, x, lb.i);
-        CgLoop lr = cg_loop_begin(cg, rows);
-        accumulate(cg, cg->t_f64, mean, cg_loadd(cg, x, xp, cg_mad(cg, lr.i, F, f)));
-        cg_loop_end(cg, &lr);
-        cg_loop_end(cg, &lb);
-        cg_set(cg, mean, fdiv(cg, cg_get(cg, cg->t_f64, mean), cg_f64(cg, count)));
-        cg_set(cg, var, cg_f64(cg, 0));
-        lb = cg_loop_begin(cg, nb);
-        xp = cg_ex(cg, x, lb.i);
-        lr = cg_loop_begin(cg, rows);
-        LLVMValueRef d = fsub(cg, cg_loadd(cg, x, xp, cg_mad(cg, lr.i, F, f)), cg_get(cg, cg->t_f64, mean));
-        accumulate(cg, cg->t_f64, var, fmul(cg, d, d));
-        cg_loop_end(cg, &lr);
-        cg_loop_end(cg, &lb);
-        cg_set(cg, var, fdiv(cg, cg_get(cg, cg->t_f64, var), cg_f64(cg, count)));
-    }
-    cg_else(cg, &tr);
-    cg_set(cg, mean, cg_loadd(cg, n->in[3], mmp, f));
-    cg_set(cg, var, cg_loadd(cg, n->in[4], mvp, f));
-    cg_endif(cg, &tr);
-    LLVMValueRef sd = cg_call1(cg, cg->sqrt, fadd(cg, cg_get(cg, cg->t_f64, var), cg_f64(cg, n->batchnorm.epsilon)));
-    LLVMValueRef g = cg_loadd(cg, n->in[1], gp, f), beta = cg_loadd(cg, n->in[2], bp, f);
-    LLVMValueRef m = cg_get(cg, cg->t_f64, mean);
-    CgLoop lb = cg_loop_begin(cg, nb);
-    LLVMValueRef xp = cg_ex(cg, x, lb.i), op = cg_ex(cg, n, lb.i);
-    CgLoop lr = cg_loop_begin(cg, rows);
-    LLVMValueRef i = cg_mad(cg, lr.i, F, f);
-    LLVMValueRef y = fadd(cg, fdiv(cg, fmul(cg, g, fsub(cg, cg_loadd(cg, x, xp, i), m)), sd), beta);
-    cg_stored_as_f32(cg, op, i, y);
-    cg_loop_end(cg, &lr);
-    cg_loop_end(cg, &lb);
-    cg_loop_end(cg, &lf);
-    if (parts > 1) cg_par_end(cg, &par, parts, 0);
-}
+/* ---- column blocks: reductions over every axis but the last -------------------- */
 
-/* The sums of x's columns into n [F], x [..., F] f32 with every example and
- * axis but the last summed (a bias gradient, batchnorm's statistics): each
- * column in double, its rows in order, as the interpreter sums; a mean then
- * divides by the row count. Blocks of SUM_COLS columns (a cache line of each
- * row) run on vectors of doubles, one accumulator per 8 columns, and split
- * over threads. */
+/* The kernels that reduce x [..., F] over the batch and every axis but the
+ * last (batchnorm's statistics, a bias gradient) walk x's rows in order, on
+ * blocks of SUM_COLS columns (a cache line of each row) held in vectors of
+ * SUM_VEC doubles, and split over threads by blocks. Each lane does a
+ * column's scalar operations in the scalar order, so each column gets the
+ * interpreter's bits whatever the thread count: vector IEEE operations round
+ * lane by lane as the scalar ones do. */
 #define SUM_COLS 32
 #define SUM_VEC 8
 
-static void column_sums_block(Cg *cg, LLVMValueRef xp, LLVMValueRef op, int64_t F, int64_t R, LLVMValueRef j0,
-                              int cols, bool mean) {
-    LLVMTypeRef vd = LLVMVectorType(cg->t_f64, SUM_VEC), vf = LLVMVectorType(cg->t_f32, SUM_VEC);
-    int nv = (cols + SUM_VEC - 1) / SUM_VEC;
-    LLVMValueRef acc[SUM_COLS / SUM_VEC];
-    for (int v = 0; v < nv; v++) acc[v] = cg_local(cg, vd, LLVMConstNull(vd));
-    CgLoop lr = cg_loop_begin(cg, R);
-    for (int v = 0; v < nv; v++) {
-        int valid = cols - v * SUM_VEC < SUM_VEC ? cols - v * SUM_VEC : SUM_VEC;
-        LLVMValueRef idx = cg_add(cg, cg_mad(cg, lr.i, F, j0), cg_i64(cg, v * SUM_VEC));
-        LLVMValueRef x = valid < SUM_VEC ? cg_load_vec_masked(cg, xp, idx, SUM_VEC, valid)
-                                         : cg_load_vec(cg, xp, idx, SUM_VEC);
-        cg_set(cg, acc[v], fadd(cg, cg_get(cg, vd, acc[v]), LLVMBuildFPExt(cg->b, x, vd, "")));
-    }
-    cg_loop_end(cg, &lr);
-    for (int v = 0; v < nv; v++) {
-        int valid = cols - v * SUM_VEC < SUM_VEC ? cols - v * SUM_VEC : SUM_VEC;
-        LLVMValueRef sum = cg_get(cg, vd, acc[v]), idx = cg_add(cg, j0, cg_i64(cg, v * SUM_VEC));
-        if (mean) {
-            LLVMValueRef count[SUM_VEC];
-            for (int l = 0; l < SUM_VEC; l++) count[l] = cg_f64(cg, (double)R);
-            sum = fdiv(cg, sum, LLVMConstVector(count, SUM_VEC));
-        }
-        LLVMValueRef f = LLVMBuildFPTrunc(cg->b, sum, vf, "");
-        if (valid < SUM_VEC) cg_store_vec_masked(cg, op, idx, f, valid);
-        else cg_store_vec(cg, op, idx, f);
-    }
+/* Columns [j0, j0 + cols) of n from x at xp, R rows of F (every example's
+ * rows in turn: the examples are contiguous); cols <= SUM_COLS. */
+typedef void (*ColumnBlockFn)(Cg *cg, const Node *n, LLVMValueRef xp, LLVMValueRef op, int64_t F, int64_t R,
+                              LLVMValueRef j0, int cols);
+
+/* The lanes of vector v of a block of `cols` columns that are columns. */
+static int lanes_valid(int cols, int v) { return cols - v * SUM_VEC < SUM_VEC ? cols - v * SUM_VEC : SUM_VEC; }
+
+static LLVMValueRef splat_vd(Cg *cg, double c) {
+    LLVMValueRef lanes[SUM_VEC];
+    for (int l = 0; l < SUM_VEC; l++) lanes[l] = LLVMConstReal(cg->t_f64, c);
+    return LLVMConstVector(lanes, SUM_VEC);
 }
 
-static void emit_column_sums(Cg *cg, const Node *n, const Node *x, bool mean) {
+/* f32 p[idx ..] as SUM_VEC doubles; the lanes from `valid` on are not read (0). */
+static LLVMValueRef load_vd(Cg *cg, LLVMValueRef p, LLVMValueRef idx, int valid) {
+    LLVMValueRef x = valid < SUM_VEC ? cg_load_vec_masked(cg, p, idx, SUM_VEC, valid)
+                                     : cg_load_vec(cg, p, idx, SUM_VEC);
+    return LLVMBuildFPExt(cg->b, x, LLVMVectorType(cg->t_f64, SUM_VEC), "");
+}
+
+/* The first `valid` lanes of d rounded to f32 into p[idx ..]. */
+static void store_vd(Cg *cg, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef d, int valid) {
+    LLVMValueRef f = LLVMBuildFPTrunc(cg->b, d, LLVMVectorType(cg->t_f32, SUM_VEC), "");
+    if (valid < SUM_VEC) cg_store_vec_masked(cg, p, idx, f, valid);
+    else cg_store_vec(cg, p, idx, f);
+}
+
+/* n from x [..., F] f32 by blocks of columns, the last maybe shorter;
+ * `passes` over x per block tell the work. */
+static void emit_column_blocks(Cg *cg, const Node *n, const Node *x, double passes, ColumnBlockFn block) {
     int64_t F = last_dim(x), R = nex(cg, x) * (elems(x) / F);
     int64_t full = F / SUM_COLS, tail = F % SUM_COLS, blocks = full + (tail > 0);
-    int64_t max_parts = cg_max_parts(cg, (double)R * (double)F, CG_PART_ELEMS, blocks);
+    int64_t max_parts = cg_max_parts(cg, passes * (double)R * (double)F, CG_PART_ELEMS, blocks);
     CgPar par;
     cg_par_begin_node(cg, &par, NULL, 0);
     LLVMValueRef xp = cg_base(cg, x), op = cg_base(cg, n);
     LLVMValueRef from = cg_part_start(cg, &par, blocks), to = cg_part_end(cg, &par, blocks);
     LLVMValueRef end = sel(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, to, cg_i64(cg, full), ""), to, cg_i64(cg, full));
     CgLoop lb = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, end, from, ""));
-    column_sums_block(cg, xp, op, F, R, cg_mul(cg, cg_add(cg, from, lb.i), SUM_COLS), SUM_COLS, mean);
+    block(cg, n, xp, op, F, R, cg_mul(cg, cg_add(cg, from, lb.i), SUM_COLS), SUM_COLS);
     cg_loop_end(cg, &lb);
     if (tail) {
         CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSGT, to, cg_i64(cg, full), ""));
-        column_sums_block(cg, xp, op, F, R, cg_i64(cg, full * SUM_COLS), (int)tail, mean);
+        block(cg, n, xp, op, F, R, cg_i64(cg, full * SUM_COLS), (int)tail);
         cg_endif(cg, &f);
     }
     cg_par_end(cg, &par, max_parts, 0);
+}
+
+/* Batchnorm of a block of features (ColumnBlockFn), the interpreter's
+ * formulas in its order: the mean, then the variance around it, then each
+ * output, three walks over the rows in training, one in inference. */
+static void batchnorm_block(Cg *cg, const Node *n, LLVMValueRef xp, LLVMValueRef op, int64_t F, int64_t R,
+                            LLVMValueRef j0, int cols) {
+    LLVMTypeRef vd = LLVMVectorType(cg->t_f64, SUM_VEC);
+    int nv = (cols + SUM_VEC - 1) / SUM_VEC;
+    LLVMValueRef mean[SUM_COLS / SUM_VEC], var[SUM_COLS / SUM_VEC], col[SUM_COLS / SUM_VEC];
+    LLVMValueRef count = splat_vd(cg, (double)R), zero = LLVMConstNull(vd);
+    for (int v = 0; v < nv; v++) {
+        mean[v] = cg_local(cg, vd, NULL);
+        var[v] = cg_local(cg, vd, NULL);
+        col[v] = cg_add(cg, j0, cg_i64(cg, v * SUM_VEC));
+    }
+    CgIf tr = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntNE, cg->training, LLVMConstInt(cg->t_i32, 0, false), ""));
+    for (int v = 0; v < nv; v++) cg_set(cg, mean[v], zero);
+    CgLoop lr = cg_loop_begin(cg, R);
+    for (int v = 0; v < nv; v++)
+        accumulate(cg, vd, mean[v], load_vd(cg, xp, cg_mad(cg, lr.i, F, col[v]), lanes_valid(cols, v)));
+    cg_loop_end(cg, &lr);
+    for (int v = 0; v < nv; v++) {
+        cg_set(cg, mean[v], fdiv(cg, cg_get(cg, vd, mean[v]), count));
+        cg_set(cg, var[v], zero);
+    }
+    lr = cg_loop_begin(cg, R);
+    for (int v = 0; v < nv; v++) {
+        LLVMValueRef x = load_vd(cg, xp, cg_mad(cg, lr.i, F, col[v]), lanes_valid(cols, v));
+        LLVMValueRef d = fsub(cg, x, cg_get(cg, vd, mean[v]));
+        accumulate(cg, vd, var[v], fmul(cg, d, d));
+    }
+    cg_loop_end(cg, &lr);
+    for (int v = 0; v < nv; v++) cg_set(cg, var[v], fdiv(cg, cg_get(cg, vd, var[v]), count));
+    cg_else(cg, &tr);
+    for (int v = 0; v < nv; v++) {
+        cg_set(cg, mean[v], load_vd(cg, cg_base(cg, n->in[3]), col[v], lanes_valid(cols, v)));
+        cg_set(cg, var[v], load_vd(cg, cg_base(cg, n->in[4]), col[v], lanes_valid(cols, v)));
+    }
+    cg_endif(cg, &tr);
+    LLVMValueRef g[SUM_COLS / SUM_VEC], beta[SUM_COLS / SUM_VEC], m[SUM_COLS / SUM_VEC], sd[SUM_COLS / SUM_VEC];
+    for (int v = 0; v < nv; v++) {
+        g[v] = load_vd(cg, cg_base(cg, n->in[1]), col[v], lanes_valid(cols, v));
+        beta[v] = load_vd(cg, cg_base(cg, n->in[2]), col[v], lanes_valid(cols, v));
+        m[v] = cg_get(cg, vd, mean[v]);
+        sd[v] = cg_call1(cg, cg->sqrt, fadd(cg, cg_get(cg, vd, var[v]), splat_vd(cg, n->batchnorm.epsilon)));
+    }
+    lr = cg_loop_begin(cg, R);
+    for (int v = 0; v < nv; v++) {
+        LLVMValueRef i = cg_mad(cg, lr.i, F, col[v]);
+        LLVMValueRef x = load_vd(cg, xp, i, lanes_valid(cols, v));
+        /* a division, as the interpreter: a product by 1 / sd would round twice */
+        LLVMValueRef y = fadd(cg, fdiv(cg, fmul(cg, g[v], fsub(cg, x, m[v])), sd[v]), beta[v]);
+        store_vd(cg, op, i, y, lanes_valid(cols, v));
+    }
+    cg_loop_end(cg, &lr);
+}
+
+/* x [..., F], gamma, beta, moving mean, moving variance [F] -> [..., F].
+ * Training normalizes with the batch's mean and biased variance over every
+ * axis but the last, inference with the moving statistics; in double. */
+static void emit_batchnorm(Cg *cg, const Node *n) {
+    const Node *x = n->in[0];
+    int64_t F = last_dim(x);
+    for (int k = 1; k < 5; k++)
+        if (n->in[k]->type.batched || elems(n->in[k]) != F) {
+            cg_fail(cg, n, "statistic %d is not a vector of %lld", k, (long long)F);
+            return;
+        }
+    emit_column_blocks(cg, n, x, 3.0, batchnorm_block);
+}
+
+/* The sums of x's columns into n [F] (ColumnBlockFn), each in double; a
+ * mean (MEAN_LEAD) then divides by the row count. */
+static void column_sums_block(Cg *cg, const Node *n, LLVMValueRef xp, LLVMValueRef op, int64_t F, int64_t R,
+                              LLVMValueRef j0, int cols) {
+    LLVMTypeRef vd = LLVMVectorType(cg->t_f64, SUM_VEC);
+    int nv = (cols + SUM_VEC - 1) / SUM_VEC;
+    LLVMValueRef acc[SUM_COLS / SUM_VEC];
+    for (int v = 0; v < nv; v++) acc[v] = cg_local(cg, vd, LLVMConstNull(vd));
+    CgLoop lr = cg_loop_begin(cg, R);
+    for (int v = 0; v < nv; v++) {
+        LLVMValueRef idx = cg_add(cg, cg_mad(cg, lr.i, F, j0), cg_i64(cg, v * SUM_VEC));
+        accumulate(cg, vd, acc[v], load_vd(cg, xp, idx, lanes_valid(cols, v)));
+    }
+    cg_loop_end(cg, &lr);
+    for (int v = 0; v < nv; v++) {
+        LLVMValueRef sum = cg_get(cg, vd, acc[v]);
+        if (n->op == OP_MEAN_LEAD) sum = fdiv(cg, sum, splat_vd(cg, (double)R));
+        store_vd(cg, op, cg_add(cg, j0, cg_i64(cg, v * SUM_VEC)), sum, lanes_valid(cols, v));
+    }
 }
 
 /* x [..., F] -> [F]: sum (or mean) over the batch and every axis but the last */
 static void emit_lead(Cg *cg, const Node *n) {
     const Node *x = n->in[0];
     if (x->type.dtype == DT_F32) {
-        emit_column_sums(cg, n, x, n->op == OP_MEAN_LEAD);
+        emit_column_blocks(cg, n, x, 1.0, column_sums_block);
         return;
     }
     int64_t F = last_dim(x), rows = elems(x) / F, nb = nex(cg, x);
@@ -1008,7 +1037,7 @@ static void emit_sum_to(Cg *cg, const Node *n) {
     const Type *xt = &x->type, *nt = &n->type;
     if (!nt->batched && nt->rank == 1 && xt->rank >= 1 && nt->dims[0] == xt->dims[xt->rank - 1] && nt->dims[0] > 1 &&
         xt->dtype == DT_F32) {
-        emit_column_sums(cg, n, x, false);
+        emit_column_blocks(cg, n, x, 1.0, column_sums_block);
         return;
     }
     if ((nt->batched && !xt->batched) || nt->rank > xt->rank) {

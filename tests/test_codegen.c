@@ -537,6 +537,18 @@ START_TEST(inference_mode) {
 }
 END_TEST
 
+/* Batchnorm and the column sums of its gradient work on blocks of 32
+ * features in vectors of 8: 45 features are a whole block and a tail of a
+ * whole vector and 5 lanes of one. */
+START_TEST(batchnorm_tail_block) {
+    const char *text = "model m { input x: f32[2, 3]  target y: f32[2, 1]\n"
+                       "  p = dense(batchnorm(dense(x, units: 45), momentum: 0.9), units: 1)\n"
+                       "  loss mse(p, y) }";
+    differential(text, NULL, 3, false, "batchnorm tail (inference)");
+    differential(text, NULL, 3, true, "batchnorm tail (training)");
+}
+END_TEST
+
 /* The runtime's mask is the interpreter's DROPMASK, draw for draw. */
 START_TEST(dropout_mask_matches_interpreter) {
     Loaded l;
@@ -814,6 +826,7 @@ int main(void) {
     tcase_add_loop_test(ops, op_models_agree, 0, nops);
     tcase_add_loop_test(ops, op_models_agree_batch_one, 0, nops);
     tcase_add_test(ops, inference_mode);
+    tcase_add_test(ops, batchnorm_tail_block);
     tcase_add_test(ops, dropout_mask_matches_interpreter);
     tcase_add_test(ops, memory_plan_is_sound);
     tcase_add_test(ops, split_objects_same_bits);
