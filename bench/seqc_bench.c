@@ -220,6 +220,9 @@ int main(int argc, char **argv) {
         usage();
         return 2;
     }
+    /* As `seqc run`, which lowers the inference module on another thread
+     * after the training step's code: here only --infer needs it. */
+    bo.infer_later = !infer;
     Diags d;
     diag_init(&d);
     Build b;
@@ -240,7 +243,7 @@ int main(int argc, char **argv) {
     const Graph *g = infer ? b.infer.graph : b.train.graph;
     bool quick = false;
     if (!(j = cg_jit_cached(code, &err)) && !err) {
-        j = cg_jit_quick(code, &err);
+        j = cg_jit_quick(code, rt_threads(), &err);
         quick = true;
     }
     if (j && quick && !infer && !tiers_quick_pays(graph_matmul_flops(g, g->batch), cg_timing(code)->quick_ms)) {

@@ -67,9 +67,9 @@ bool build_model(const BuildOptions *o, Build *b, Diags *d, char **error) {
         return false;
     }
     b->train_code = cg_lower(g, name, error);
-    b->infer_code = b->train_code ? cg_lower(b->infer.graph, infer_name, error) : NULL;
+    b->infer_code = b->train_code ? cg_plan_module(b->infer.graph, infer_name, error) : NULL;
     free(infer_name);
-    if (!b->infer_code) return false;
+    if (!b->infer_code || (!(o->jit && o->infer_later) && !cg_lower_module(b->infer_code, error))) return false;
     if (g->loss && !cg_add_update(b->train_code, &b->train.recipe.opt, error)) return false;
     /* The JIT optimizes (or finds the machine code in its cache) itself. */
     if (!o->jit && (!cg_optimize(b->train_code, error) || !cg_optimize(b->infer_code, error))) return false;

@@ -17,6 +17,11 @@ typedef struct BuildOptions {
     int64_t batch;          /* 0: the recipe's */
     int64_t bptt;           /* 0: the recipe's */
     bool jit;               /* for cg_jit, which runs the passes: leave the modules unoptimized */
+    /* With jit: plan the inference module but leave its IR to
+     * cg_lower_module, which `seqc run` calls on the tiers' thread, off the
+     * first training step's path. The manifest and the symbols need only
+     * the plan. */
+    bool infer_later;
 } BuildOptions;
 
 typedef struct Build {
@@ -30,7 +35,8 @@ typedef struct Build {
 } Build;
 
 /* Returns false with the problem in d (the user's) or *error (malloc'd). The
- * modules are lowered and optimized, not yet compiled to machine code. */
+ * modules are lowered and optimized, not yet compiled to machine code (the
+ * inference module only planned, with infer_later). */
 bool build_model(const BuildOptions *o, Build *b, Diags *d, char **error);
 void build_free(Build *b);
 

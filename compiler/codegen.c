@@ -6,6 +6,7 @@
 #include "codegen.h"
 
 #include <llvm-c/Analysis.h>
+#include <llvm-c/BitWriter.h>
 #include <llvm-c/DebugInfo.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/IRReader.h>
@@ -30,6 +31,8 @@ struct CgModule {
     CgStats stats;
     CgExternSymbol *externs;            /* owned: cg_collect_externs */
     int nexterns;
+    char *name;                         /* owned: the LLVM module's, for cg_lower_module */
+    CgBitcode bitcode;                  /* cg_bitcode's; buf owned */
 };
 
 double cg_now_ms(void) {
@@ -1409,7 +1412,17 @@ static void cg_start(Cg *cg, CgModule *m) {
     declare_runtime(cg);
 }
 
-static bool verify(CgModule *m, const Graph *g, char **error) {
+/* The module verifies. With `after`, only the functions defined after it
+ * are checked, the rest having been verified already (cg_add_update's
+ * verifying the whole training module again took 3-4 ms before the first
+ * step), and the whole module only for the message when one fails. */
+static bool verify(CgModule *m, const Graph *g, LLVMValueRef after, char **error) {
+    if (after) {
+        bool broken = false;
+        for (LLVMValueRef f = LLVMGetNextFunction(after); f && !broken; f = LLVMGetNextFunction(f))
+            broken = !LLVMIsDeclaration(f) && LLVMVerifyFunction(f, LLVMReturnStatusAction);
+        if (!broken) return true;
+    }
     char *msg = NULL;
     if (LLVMVerifyModule(m->mod, LLVMReturnStatusAction, &msg)) {
         *error = cg_format("seqc: code generator: internal error: the module for '%s' does not verify:\n%s",
@@ -1426,14 +1439,26 @@ static bool verify(CgModule *m, const Graph *g, char **error) {
  * it vectorizes itself (chains, losses, the update) half that, to spare the
  * clock, which measured 5-8% slower steps. Set before the module is hashed
  * for the object cache. */
-static void prefer_wide_vectors(CgModule *m) {
-    for (LLVMValueRef f = LLVMGetFirstFunction(m->mod); f; f = LLVMGetNextFunction(f))
+static void prefer_wide_vectors(CgModule *m, LLVMValueRef after) {
+    for (LLVMValueRef f = after ? LLVMGetNextFunction(after) : LLVMGetFirstFunction(m->mod); f;
+         f = LLVMGetNextFunction(f))
         if (!LLVMIsDeclaration(f))
             LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
                                     LLVMCreateStringAttribute(m->ctx, "prefer-vector-width", 19, "512", 3));
 }
 
-CgModule *cg_lower(const Graph *g, const char *name, char **error) {
+/* Called by whatever is about to change m's module: its bitcode is stale. */
+static void changing(CgModule *m) {
+    if (m->bitcode.buf) LLVMDisposeMemoryBuffer(m->bitcode.buf);
+    m->bitcode = (CgBitcode){0};
+}
+
+CgBitcode *cg_bitcode(CgModule *m) {
+    if (!m->bitcode.buf && m->mod) m->bitcode.buf = LLVMWriteBitcodeToMemoryBuffer(m->mod);
+    return m->bitcode.buf ? &m->bitcode : NULL;
+}
+
+CgModule *cg_plan_module(const Graph *g, const char *name, char **error) {
     double t0 = cg_now_ms();
     *error = NULL;
     if (g->parent || g->batch < 1) {
@@ -1444,8 +1469,8 @@ CgModule *cg_lower(const Graph *g, const char *name, char **error) {
     if (!m) goto oom;
     m->entry = entry_name(name, "_step");
     m->update = entry_name(name, "_update");
-    if (!m->update) goto oom;
-    if (!m->entry) goto oom;
+    m->name = cg_format("%s", name && *name ? name : "seqc");
+    if (!m->entry || !m->update || !m->name) goto oom;
     m->plan.batch = g->batch;
     int64_t cursor = 0;
     bool *only = scans_only_sequences(g);
@@ -1459,31 +1484,7 @@ CgModule *cg_lower(const Graph *g, const char *name, char **error) {
                            .nargs = 4,
                            .args = {CG_PTR, CG_I32, CG_U64, CG_I32},
                            .arg_names = {"slab", "training", "dropout_seed", "upto"}};
-
-    m->ctx = LLVMContextCreate();
-    m->mod = LLVMModuleCreateWithNameInContext(name && *name ? name : "seqc", m->ctx);
-    Cg cg;
-    cg_start(&cg, m);
-    cg.fns = calloc((size_t)m->plan.ngraphs, sizeof *cg.fns);
-    if (!cg.fns) cg_fail(&cg, NULL, "out of memory");
-    if (!cg.error) lower_graph(&cg, g);
-    if (!cg.error) lower_entry(&cg, g, m->entry);
-    if (!cg.error && !cg_collect_externs(g, &m->externs, &m->nexterns)) cg_fail(&cg, NULL, "out of memory");
-    m->stats = cg.stats;
-    LLVMDisposeBuilder(cg.b);
-    if (cg.fns)
-        for (int i = 0; i < m->plan.ngraphs; i++) free(cg.fns[i]);
-    free(cg.fns);
-    if (cg.error) {
-        *error = cg.error;
-        cg_free(m);
-        return NULL;
-    }
-    prefer_wide_vectors(m);
-    if (!verify(m, g, error)) {
-        cg_free(m);
-        return NULL;
-    }
+    if (!cg_collect_externs(g, &m->externs, &m->nexterns)) goto oom;
     m->timing.lower_ms = cg_now_ms() - t0;
     return m;
 oom:
@@ -1492,13 +1493,56 @@ oom:
     return NULL;
 }
 
+bool cg_lower_module(CgModule *m, char **error) {
+    *error = NULL;
+    if (m->mod) return true;
+    double t0 = cg_now_ms();
+    const Graph *g = m->plan.graphs[0].g;
+    m->ctx = LLVMContextCreate();
+    m->mod = LLVMModuleCreateWithNameInContext(m->name, m->ctx);
+    Cg cg;
+    cg_start(&cg, m);
+    cg.fns = calloc((size_t)m->plan.ngraphs, sizeof *cg.fns);
+    if (!cg.fns) cg_fail(&cg, NULL, "out of memory");
+    if (!cg.error) lower_graph(&cg, g);
+    if (!cg.error) lower_entry(&cg, g, m->entry);
+    m->stats = cg.stats;
+    LLVMDisposeBuilder(cg.b);
+    if (cg.fns)
+        for (int i = 0; i < m->plan.ngraphs; i++) free(cg.fns[i]);
+    free(cg.fns);
+    bool ok = !cg.error;
+    if (!ok) *error = cg.error;
+    if (ok) prefer_wide_vectors(m, NULL);
+    if (ok) ok = verify(m, g, NULL, error);
+    if (!ok) { /* back to planned: the half-built module is of no use */
+        LLVMDisposeModule(m->mod);
+        LLVMContextDispose(m->ctx);
+        m->mod = NULL;
+        m->ctx = NULL;
+    }
+    m->timing.lower_ms += cg_now_ms() - t0;
+    return ok;
+}
+
+CgModule *cg_lower(const Graph *g, const char *name, char **error) {
+    CgModule *m = cg_plan_module(g, name, error);
+    if (m && !cg_lower_module(m, error)) {
+        cg_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 void cg_free(CgModule *m) {
     if (!m) return;
+    changing(m);
     if (m->mod) LLVMDisposeModule(m->mod);
     if (m->ctx) LLVMContextDispose(m->ctx);
     plan_free(&m->plan);
     free(m->entry);
     free(m->update);
+    free(m->name);
     free(m->externs);
     free(m);
 }
@@ -1530,6 +1574,7 @@ bool cg_add_update(CgModule *m, const Optimizer *opt, char **error) {
         *error = cg_format("seqc: code generator: the update must be added once, before optimizing the module");
         return false;
     }
+    changing(m);
     const Graph *g = m->plan.graphs[0].g;
     CgPlan *p = &m->plan;
     p->nparams = g->params.len;
@@ -1552,6 +1597,7 @@ bool cg_add_update(CgModule *m, const Optimizer *opt, char **error) {
     }
     p->slab_bytes = align_up(cursor > 0 ? cursor : 1);
 
+    LLVMValueRef before = LLVMGetLastFunction(m->mod); /* the update's functions come after it */
     Cg cg;
     cg_start(&cg, m);
     LLVMTypeRef params[3] = {cg.t_ptr, cg.t_i64, cg.t_f64};
@@ -1566,8 +1612,8 @@ bool cg_add_update(CgModule *m, const Optimizer *opt, char **error) {
         *error = cg.error;
         return false;
     }
-    prefer_wide_vectors(m);
-    if (!verify(m, g, error)) return false;
+    prefer_wide_vectors(m, before);
+    if (!verify(m, g, before, error)) return false;
     m->update_sig = (CgSignature){.name = m->update,
                                   .ret = CG_VOID,
                                   .nargs = 3,
@@ -1617,6 +1663,7 @@ bool cg_emit(CgModule *m, CgEmitKind kind, const char *path, char **error) {
         return true;
     }
     /* Position-independent: the object is linked into executables and libraries. */
+    changing(m); /* the target's triple and layout, and the code generator's own passes */
     LLVMTargetMachineRef tm = cg_host_machine(m->mod, CG_OPTIMIZED, LLVMRelocPIC, LLVMCodeModelDefault, error);
     if (!tm) return false;
     /* The emitter takes a non-const file name. */
@@ -1634,6 +1681,7 @@ LLVMModuleRef cg_module_ref(CgModule *m) { return m->mod; }
 
 LLVMMemoryBufferRef cg_emit_object(CgModule *m, char **error) {
     if (!cg_optimize(m, error)) return NULL;
+    changing(m); /* the code generator's passes work on the module itself */
     /* As an executable's objects: position-independent, so the JIT's linker
      * may place it anywhere and reach the process's functions through stubs. */
     LLVMTargetMachineRef tm = cg_host_machine(m->mod, CG_OPTIMIZED, LLVMRelocPIC, LLVMCodeModelDefault, error);
@@ -1666,6 +1714,7 @@ void cg_init_native(void) {
 bool cg_optimize(CgModule *m, char **error) {
     *error = NULL;
     if (m->optimized) return true;
+    changing(m);
     double t0 = cg_now_ms();
     bool ok = false;
     LLVMPassBuilderOptionsRef opts = NULL;

@@ -159,6 +159,17 @@ typedef struct CgModule CgModule;
 CgModule *cg_lower(const Graph *g, const char *name, char **error);
 void cg_free(CgModule *m);
 
+/* cg_lower in two halves, so that the code may be lowered later, on another
+ * thread (`seqc run` lowers the inference module on the tiers' thread,
+ * after the first training step's code): cg_plan_module makes what a host
+ * reads of a module (cg_plan, cg_signature, cg_extern_symbols: a manifest
+ * and the symbols need no IR), cg_lower_module its IR. Until then only
+ * those, cg_timing and cg_free may be used. cg_lower_module does nothing to
+ * a module already lowered; on failure it sets *error (malloc'd) and leaves
+ * the module planned only. Both read g, which must outlive the module. */
+CgModule *cg_plan_module(const Graph *g, const char *name, char **error);
+bool cg_lower_module(CgModule *m, char **error);
+
 /* Adds the second entry point, `<name>_update` (CgUpdateFn), to a module
  * cg_lower made from a graph after autodiff, before cg_optimize and the JIT.
  * The rule is compiler/optim_ref.c's, the specification: clipvalue per
@@ -395,11 +406,28 @@ void cg_zero(Cg *cg, const Node *n);
 void cg_copy_examples(Cg *cg, const Node *at, LLVMValueRef dst, const Type *dt, LLVMValueRef dst_off, LLVMValueRef src,
                       const Type *st, LLVMValueRef src_off, int64_t len);
 
-/* For jit.c: the module, and the module optimized and
+/* For jit.c: the module (to read: a change made through it would leave
+ * cg_bitcode stale), and the module optimized and
  * compiled for the host into an object file in memory, which the JIT links
  * (the module stays: cg_free disposes it). NULL with *error set on failure. */
 LLVMModuleRef cg_module_ref(CgModule *m);
 LLVMMemoryBufferRef cg_emit_object(CgModule *m, char **error);
+
+/* The module's bitcode as LLVMWriteBitcodeToMemoryBuffer writes it, and
+ * jit.c's hash of it for the object cache's key (hashed false until jit.c
+ * fills it). Written on the first call and kept while the module stays as
+ * it is: whatever here changes the module (cg_add_update, cg_optimize, a
+ * target machine's triple and layout) drops it. A cold `seqc run` would
+ * otherwise write and hash the training module twice (the cache's key in
+ * the foreground, again on the tiers' thread) and write it twice more for
+ * the parts of the two tiers (codegen_split.c). NULL when the module could
+ * not be written; m owns the buffer. */
+typedef struct CgBitcode {
+    LLVMMemoryBufferRef buf;
+    bool hashed;
+    uint64_t hash[2];
+} CgBitcode;
+CgBitcode *cg_bitcode(CgModule *m);
 
 /* codegen_split.c: the module compiled for the host at `tier` into
  * position-independent object files on up to `threads` threads (0: one per

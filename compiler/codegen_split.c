@@ -14,7 +14,6 @@
  * where a function's code ends up does not change a result. */
 #define SEQC_CODEGEN_INTERNAL
 #include <llvm-c/BitReader.h>
-#include <llvm-c/BitWriter.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/TargetMachine.h>
@@ -287,7 +286,6 @@ int cg_emit_objects(CgModule *m, int threads, CgTier tier, LLVMMemoryBufferRef *
     Part part[MAX_PARTS] = {0};
     pthread_t tid[MAX_PARTS];
     bool started[MAX_PARTS] = {0};
-    LLVMMemoryBufferRef bc = NULL;
     if (threads > 1) {
         if (!scan_module(mod, &s)) goto oom;
         parts = deal_roots(&s, threads);
@@ -318,14 +316,15 @@ int cg_emit_objects(CgModule *m, int threads, CgTier tier, LLVMMemoryBufferRef *
             name_parts[nnames++] = fn->part;
         }
     }
-    bc = LLVMWriteBitcodeToMemoryBuffer(mod);
+    /* The bytes the object cache's key was taken from, when it was (cg_bitcode). */
+    const CgBitcode *bc = cg_bitcode(m);
     if (!bc) goto oom;
     cg_init_native();
     for (int p = 0; p < parts; p++) {
         part[p] = (Part){.index = p,
                          .tier = tier,
-                         .bitcode = LLVMGetBufferStart(bc),
-                         .bitcode_len = LLVMGetBufferSize(bc),
+                         .bitcode = LLVMGetBufferStart(bc->buf),
+                         .bitcode_len = LLVMGetBufferSize(bc->buf),
                          .names = (const char *const *)names,
                          .name_parts = name_parts,
                          .name_roots = name_roots,
@@ -356,7 +355,6 @@ int cg_emit_objects(CgModule *m, int threads, CgTier tier, LLVMMemoryBufferRef *
 oom:
     *error = cg_format("seqc: code generator: out of memory");
 done:
-    if (bc) LLVMDisposeMemoryBuffer(bc);
     for (int i = 0; i < nnames; i++) free(names[i]);
     free(names);
     free(name_parts);

@@ -5,7 +5,6 @@
 #include "jit.h"
 
 #include <errno.h>
-#include <llvm-c/BitWriter.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
@@ -158,16 +157,22 @@ static void hash(uint64_t h[2], const void *data, size_t n) {
 static void hash_string(uint64_t h[2], const char *s) { hash(h, s, strlen(s) + 1); }
 
 /* <dir>/<key>.o for the module as it is now (before the passes), malloc'd;
- * NULL when the cache is off. */
-static char *cache_path(LLVMModuleRef mod) {
+ * NULL when the cache is off. The bitcode's hash is kept with it
+ * (cg_bitcode) while the module does not change: the tiers' thread asks
+ * again for the key of the module the foreground asked for. */
+static char *cache_path(CgModule *m) {
     char *dir = cache_dir();
     if (!dir) return NULL;
-    uint64_t h[2] = {0xcbf29ce484222325ULL, 0x243f6a8885a308d3ULL};
-    LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(mod);
+    CgBitcode *bc = cg_bitcode(m);
     char *path = NULL;
     if (bc) {
-        hash(h, LLVMGetBufferStart(bc), LLVMGetBufferSize(bc));
-        LLVMDisposeMemoryBuffer(bc);
+        if (!bc->hashed) {
+            bc->hash[0] = 0xcbf29ce484222325ULL;
+            bc->hash[1] = 0x243f6a8885a308d3ULL;
+            hash(bc->hash, LLVMGetBufferStart(bc->buf), LLVMGetBufferSize(bc->buf));
+            bc->hashed = true;
+        }
+        uint64_t h[2] = {bc->hash[0], bc->hash[1]};
         char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
         unsigned major, minor, patch;
         LLVMGetVersion(&major, &minor, &patch);
@@ -277,7 +282,7 @@ static void cache_store(const char *path, LLVMMemoryBufferRef *objs, int nobjs) 
 /* The module's optimized objects from the cache (how many; 0 on a miss)
  * and where they are or go (malloc'd, or NULL when the cache is off). */
 static int from_cache(CgModule *m, char **path, LLVMMemoryBufferRef **objs) {
-    *path = cache_path(cg_module_ref(m));
+    *path = cache_path(m);
     int nobjs = *path ? cache_load(*path, objs) : 0;
     cg_timing(m)->cached = nobjs > 0;
     return nobjs;
@@ -285,13 +290,15 @@ static int from_cache(CgModule *m, char **path, LLVMMemoryBufferRef **objs) {
 
 static CgJit *link_objects(CgModule *m, LLVMMemoryBufferRef *objs, int nobjs, char **error);
 
-CgJit *cg_jit(CgModule *m, char **error) {
+CgJit *cg_jit(CgModule *m, char **error) { return cg_jit_on(m, rt_threads(), error); }
+
+CgJit *cg_jit_on(CgModule *m, int threads, char **error) {
     *error = NULL;
     char *cached_at;
     LLVMMemoryBufferRef *objs = NULL;
     int nobjs = from_cache(m, &cached_at, &objs);
     if (nobjs == 0) {
-        nobjs = cg_emit_objects(m, rt_threads(), CG_OPTIMIZED, &objs, error);
+        nobjs = cg_emit_objects(m, threads, CG_OPTIMIZED, &objs, error);
         if (nobjs > 0 && cached_at) cache_store(cached_at, objs, nobjs);
     }
     free(cached_at);
@@ -307,9 +314,9 @@ CgJit *cg_jit_cached(CgModule *m, char **error) {
     return nobjs ? link_objects(m, objs, nobjs, error) : NULL;
 }
 
-CgJit *cg_jit_quick(CgModule *m, char **error) {
+CgJit *cg_jit_quick(CgModule *m, int threads, char **error) {
     LLVMMemoryBufferRef *objs = NULL;
-    int nobjs = cg_emit_objects(m, rt_threads(), CG_QUICK, &objs, error);
+    int nobjs = cg_emit_objects(m, threads, CG_QUICK, &objs, error);
     return nobjs ? link_objects(m, objs, nobjs, error) : NULL;
 }
 

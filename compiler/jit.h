@@ -20,6 +20,9 @@ typedef struct CgJit CgJit;
  * symbols are looked up in the process. Records the time in
  * cg_timing(m)->jit_ms. On failure returns NULL with *error malloc'd. */
 CgJit *cg_jit(CgModule *m, char **error);
+/* ... on `threads` threads: a caller on another thread than the kernels'
+ * says how many, since rt_threads may change meanwhile (tiers.c). */
+CgJit *cg_jit_on(CgModule *m, int threads, char **error);
 /* The optimized code from the object cache, or NULL: with *error NULL when
  * the cache does not hold it. */
 CgJit *cg_jit_cached(CgModule *m, char **error);
@@ -28,8 +31,8 @@ CgJit *cg_jit_cached(CgModule *m, char **error);
  * its own. Compile a module at one tier at a time (the
  * optimized tier of a small module changes it in place), and ask the cache
  * (cg_jit_cached) before either: its key is the module as lowered. Records
- * cg_timing(m)->quick_ms. */
-CgJit *cg_jit_quick(CgModule *m, char **error);
+ * cg_timing(m)->quick_ms. Compiles on `threads` threads. */
+CgJit *cg_jit_quick(CgModule *m, int threads, char **error);
 CgStepFn cg_jit_entry(const CgJit *j);
 /* The optimizer's update, or NULL when the module has none (cg_add_update). */
 CgUpdateFn cg_jit_update(const CgJit *j);

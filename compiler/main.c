@@ -479,7 +479,8 @@ static int cmd_run(int argc, char **argv) {
     }
     Diags d;
     diag_init(&d);
-    BuildOptions bo = {.path = file, .model = model, .batch = batch, .bptt = bptt, .jit = true};
+    /* The inference module is lowered on the tiers' thread (tiers_start). */
+    BuildOptions bo = {.path = file, .model = model, .batch = batch, .bptt = bptt, .jit = true, .infer_later = true};
     Build b;
     char *err = NULL;
     int status = 1;

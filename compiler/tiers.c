@@ -1,14 +1,15 @@
 /* Two tiers of code for `seqc run`. The optimized tier takes LLVM a second
  * or more on the larger models; the quick tier a tenth of that, and runs a
  * few times slower. The training step's quick tier is compiled first, the
- * command starts on it, and a thread compiles the inference step's quick
- * tier (the command may need it at once: sample, predict), then the
- * optimized tiers of both. The runtime calls the entry points below, which
- * call whatever tier is best at that moment. The runtime calls steps from
- * one thread; the tiers' functions are published with atomic stores, and a
- * step's first call waits for its first tier under a lock (the inference
- * step's, and a training step of large products, which waits for the
- * optimized code: tiers_quick_pays). */
+ * command starts on it, and a thread lowers the inference module (which
+ * build_model only planned: its IR is no part of the first training step)
+ * and compiles its quick tier (the command may need it at once: sample,
+ * predict), then the optimized tiers of both. The runtime calls the entry
+ * points below, which call whatever tier is best at that moment. The
+ * runtime calls steps from one thread; the tiers' functions are published
+ * with atomic stores, and a step's first call waits for its first tier
+ * under a lock (the inference step's, and a training step of large
+ * products, which waits for the optimized code: tiers_quick_pays). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,9 +38,11 @@ typedef struct Session {
     pthread_mutex_t lock;
     pthread_cond_t published;
     bool done;              /* the thread has finished (under the lock) */
-    char *error;            /* the inference step could not be compiled at all */
+    char *error;            /* the inference step could not be lowered or compiled at all */
+    atomic_bool failed;     /* ... said once the thread has finished: the run stops */
     char *optimize_error;   /* an optimized tier could not be; the quick one ran */
     double t0;
+    int threads;            /* what the compiles split over: rt_threads at tiers_start */
     int nice;               /* the calling thread's, at tiers_start */
     bool renice;            /* the quick tier may run at nice 19 and come back to it */
     TierTimes times;
@@ -89,17 +92,23 @@ static void call_step(const Tier *t, CgStepFn f, uint8_t *slab, int32_t training
     quiet_end(threads);
 }
 
+/* The inference step cannot be made: the run stops at its next step, as it
+ * stopped before its first when the inference module was lowered up front.
+ * The thread has finished, so no LLVM code runs while the process exits. */
+static _Noreturn void stop_run(void) {
+    fprintf(stderr, "%s\n", S.error);
+    exit(1);
+}
+
 /* The tier's step, once it has one (the first call may wait for it). */
 static CgStepFn ready_step(Tier *t) {
+    if (atomic_load(&S.failed)) stop_run();
     CgStepFn f = atomic_load(&t->step);
     if (f) return f;
     pthread_mutex_lock(&S.lock);
     while (!(f = atomic_load(&t->step)) && !S.done) pthread_cond_wait(&S.published, &S.lock);
     pthread_mutex_unlock(&S.lock);
-    if (!f) {
-        fprintf(stderr, "%s\n", S.error);
-        exit(1);
-    }
+    if (!f) stop_run();
     return f;
 }
 
@@ -133,15 +142,17 @@ static void *compile_rest(void *arg) {
     (void)arg;
     Tier *train = &S.train, *infer = &S.infer;
     char *err = NULL;
-    infer->optimized = cg_jit_cached(infer->code, &err);
-    if (!infer->optimized && !err) infer->quick = cg_jit_quick(infer->code, &err);
+    if (cg_lower_module(infer->code, &err)) {
+        infer->optimized = cg_jit_cached(infer->code, &err);
+        if (!infer->optimized && !err) infer->quick = cg_jit_quick(infer->code, S.threads, &err);
+    }
     if (err) {
         S.error = err;
         goto done;
     }
     publish(infer, infer->optimized ? infer->optimized : infer->quick);
     if (!train->optimized) {
-        if ((train->optimized = cg_jit(train->code, &err))) {
+        if ((train->optimized = cg_jit_on(train->code, S.threads, &err))) {
             S.times.train_optimized_ms = now_ms() - S.t0;
             if (!atomic_load(&train->step)) S.times.train_ready_ms = S.times.train_optimized_ms;
             publish(train, train->optimized);
@@ -151,12 +162,13 @@ static void *compile_rest(void *arg) {
         }
     }
     if (!infer->optimized) {
-        if ((infer->optimized = cg_jit(infer->code, &err))) publish(infer, infer->optimized);
+        if ((infer->optimized = cg_jit_on(infer->code, S.threads, &err))) publish(infer, infer->optimized);
         else optimize_failed(err);
     }
 done:
     pthread_mutex_lock(&S.lock);
     S.done = true;
+    atomic_store(&S.failed, S.error != NULL);
     pthread_cond_broadcast(&S.published);
     pthread_mutex_unlock(&S.lock);
     return NULL;
@@ -176,9 +188,12 @@ bool tiers_quick_pays(double step_flops, double quick_ms) {
 
 bool tiers_start(CgModule *train, CgModule *infer, double step_flops, RtModelCode *code, char **error) {
     S.t0 = now_ms();
+    /* Read once: a quick step runs its kernels on one thread (quiet_threads)
+     * while this thread's compiles go on, and they take the cores. */
+    S.threads = rt_threads();
     S.train.code = train;
     S.infer.code = infer;
-    if (!(S.train.optimized = cg_jit_cached(train, error)) && (*error || !(S.train.quick = cg_jit_quick(train, error))))
+    if (!(S.train.optimized = cg_jit_cached(train, error)) && (*error || !(S.train.quick = cg_jit_quick(train, S.threads, error))))
         return false;
     S.times.train_from_cache = S.train.optimized != NULL;
     errno = 0;
@@ -221,6 +236,7 @@ bool tiers_finish(TierTimes *times) {
     if (times) *times = S.times;
     S.train = S.infer = (Tier){0};
     S.done = false;
+    atomic_store(&S.failed, false);
     S.error = S.optimize_error = NULL;
     S.times = (TierTimes){0};
     return ok;

@@ -21,12 +21,14 @@ bool tiers_quick_pays(double step_flops, double quick_ms);
 
 /* Makes the training step's code: the optimized tier from the object cache,
  * else the quick tier, compiled now. Then starts a thread that makes the rest
- * (the inference step's code, the optimized tiers; new optimized code goes
+ * (the inference step's code, lowering its module first when it is only
+ * planned, cg_plan_module; the optimized tiers; new optimized code goes
  * to the cache) and fills *code's entry points with functions that call the
  * best tier ready; a step's first call waits for its first tier. A training
  * step of many flops (graph_matmul_flops) waits for the optimized code when
- * the quick one would take longer. One session at a time. On failure returns
- * false with *error malloc'd. */
+ * the quick one would take longer. When the inference step cannot be made,
+ * the next call of any step prints why and exits(1). One session at a time.
+ * On failure returns false with *error malloc'd. */
 bool tiers_start(CgModule *train, CgModule *infer, double step_flops, RtModelCode *code, char **error);
 
 /* Waits for the thread and frees the code (the entry points must not be

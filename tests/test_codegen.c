@@ -9,6 +9,7 @@
  * interp_run and interp_optimizer_step, with each optimizer of `optimizers`,
  * every param and optimizer slot compared after the third. */
 #include <check.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -663,7 +664,7 @@ START_TEST(tiers_same_bits) {
     ck_assert_msg(m != NULL, "%s: %s", examples[_i], err ? err : "?");
     ck_assert_msg(!g->loss || cg_add_update(m, &keras_adam, &err), "%s: %s", examples[_i], err ? err : "?");
     CgJit *j[2];
-    j[0] = cg_jit_quick(m, &err);
+    j[0] = cg_jit_quick(m, rt_threads(), &err);
     ck_assert_msg(j[0] != NULL, "%s: %s", examples[_i], err ? err : "?");
     j[1] = cg_jit(m, &err);
     ck_assert_msg(j[1] != NULL, "%s: %s", examples[_i], err ? err : "?");
@@ -696,6 +697,105 @@ END_TEST
  * inside the slab, and no two buffers of the same graph overlap; a capture
  * of the captured value's type reads that value in place, and a state input
  * the scan's carried state. */
+static char *ir_text(const CgModule *m) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    cg_dump_ir(m, f);
+    fclose(f);
+    return text;
+}
+
+/* `seqc run` plans the inference module and lowers it later, on the tiers'
+ * thread (build_model's infer_later): planned, then lowered, it is the
+ * module cg_lower makes, with the same plan, symbols and IR. */
+START_TEST(planned_then_lowered) {
+    Loaded l;
+    ck_assert(load(&l, rnn_models[5], NULL, 3));
+    const Graph *g = l.model.graph;
+    char *err = NULL;
+    CgModule *now = cg_lower(g, "m", &err);
+    ck_assert_msg(now != NULL, "%s", err ? err : "?");
+    CgModule *later = cg_plan_module(g, "m", &err);
+    ck_assert_msg(later != NULL, "%s", err ? err : "?");
+    const CgPlan *a = cg_plan(now), *b = cg_plan(later);
+    ck_assert_int_eq(a->slab_bytes, b->slab_bytes);
+    ck_assert_int_eq(a->ngraphs, b->ngraphs);
+    for (int gi = 0; gi < a->ngraphs; gi++) {
+        ck_assert_int_eq(a->graphs[gi].nnodes, b->graphs[gi].nnodes);
+        ck_assert(memcmp(a->graphs[gi].offset, b->graphs[gi].offset, sizeof(int64_t) * (size_t)a->graphs[gi].nnodes) == 0);
+    }
+    ck_assert_str_eq(cg_signature(now)->name, cg_signature(later)->name);
+    const CgExternSymbol *ea, *eb;
+    ck_assert_int_eq(cg_extern_symbols(now, &ea), cg_extern_symbols(later, &eb));
+    for (int k = 0; k < 2; k++) /* the second call finds it lowered */
+        ck_assert_msg(cg_lower_module(later, &err), "%s", err ? err : "?");
+    char *ia = ir_text(now), *ib = ir_text(later);
+    ck_assert_str_eq(ia, ib);
+    free(ia);
+    free(ib);
+    cg_free(now);
+    cg_free(later);
+    unload(&l);
+}
+END_TEST
+
+/* The object cache's key is the module's as it is when asked, though the
+ * bitcode it is taken from is kept for the next question (and for the
+ * parts of a split compile): a module asked for its key, then given its
+ * update, is compiled (in parts) and cached with the update; a second
+ * module, given it before any question, finds that entry. */
+START_TEST(cache_key_follows_the_module) {
+    char dir[] = "/tmp/seqc-cache-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    const char *was = getenv("SEQC_CACHE");
+    char *old = was ? strdup(was) : NULL;
+    setenv("SEQC_CACHE", dir, 1);
+    rt_set_threads(3);
+    Loaded l;
+    ck_assert(load(&l, rnn_models[1], NULL, 4));
+    const Graph *g = l.model.graph;
+    ck_assert_ptr_nonnull(g->loss);
+    char *err = NULL;
+    CgModule *m[2];
+    CgJit *j[2];
+    for (int k = 0; k < 2; k++) {
+        m[k] = cg_lower(g, g->name, &err);
+        ck_assert_msg(m[k] != NULL, "%s", err ? err : "?");
+        if (k == 0) { /* a miss, whose bitcode the module keeps */
+            ck_assert_ptr_null(cg_jit_cached(m[k], &err));
+            ck_assert_msg(!err, "%s", err);
+        }
+        ck_assert_msg(cg_add_update(m[k], &keras_adam, &err), "%s", err ? err : "?");
+        j[k] = k == 0 ? cg_jit(m[k], &err) : cg_jit_cached(m[k], &err);
+        ck_assert_msg(j[k] != NULL, "module %d: %s", k, err ? err : "not in the cache");
+        ck_assert_ptr_nonnull(cg_jit_update(j[k]));
+    }
+    ck_assert_int_gt(cg_jit_objects(j[0]), 1);
+    ck_assert(!cg_timing(m[0])->cached && cg_timing(m[1])->cached);
+    for (int k = 0; k < 2; k++) {
+        cg_jit_free(j[k]);
+        cg_free(m[k]);
+    }
+    unload(&l);
+    rt_set_threads(0);
+    if (old) setenv("SEQC_CACHE", old, 1);
+    else unsetenv("SEQC_CACHE");
+    free(old);
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char path[sizeof dir + 300];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        remove(path);
+    }
+    closedir(d);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 START_TEST(memory_plan_is_sound) {
     Loaded l;
     ck_assert(load(&l, rnn_models[5], NULL, 3));
@@ -829,6 +929,7 @@ int main(void) {
     tcase_add_test(ops, batchnorm_tail_block);
     tcase_add_test(ops, dropout_mask_matches_interpreter);
     tcase_add_test(ops, memory_plan_is_sound);
+    tcase_add_test(ops, planned_then_lowered);
     tcase_add_test(ops, split_objects_same_bits);
     tcase_add_test(ops, emit_files);
     suite_add_tcase(s, ops);
@@ -850,6 +951,7 @@ int main(void) {
     TCase *tiers = tcase_create("tiers");
     tcase_set_timeout(tiers, 600);
     tcase_add_loop_test(tiers, tiers_same_bits, 0, examples_to_run());
+    tcase_add_test(tiers, cache_key_follows_the_module);
     suite_add_tcase(s, tiers);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);

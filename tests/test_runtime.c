@@ -1,5 +1,5 @@
-/* Check suites for the runtime library: the Philox generator and the Keras
- * initializers built on it. Statistical tolerances are several standard errors
+/* Check suites for the runtime library: the Philox generator, the Keras
+ * initializers built on it and the slab they fill. Statistical tolerances are several standard errors
  * wide, and every test uses a fixed seed, so results never flake. */
 #include <check.h>
 #include <math.h>
@@ -8,6 +8,7 @@
 
 #include "dropout.h"
 #include "init.h"
+#include "model.h"
 #include "pool.h"
 #include "rng.h"
 
@@ -587,6 +588,27 @@ START_TEST(test_init_round_f32) {
 }
 END_TEST
 
+/* A slab is zeroed and 64-byte aligned at every size: a large one comes
+ * from mmap (zeroed by the kernel, not by rt_slab_new), small ones from the
+ * heap, the second time round from blocks freed dirty. */
+START_TEST(test_slab_zeroed_aligned) {
+    static const int64_t sizes[] = {0, 1, 100, 4096, 1 << 20, 48 << 20};
+    for (int round = 0; round < 2; round++)
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            RtVariant v = {.slab_bytes = sizes[i]};
+            uint8_t *p = rt_slab_new(&v);
+            ck_assert_ptr_nonnull(p);
+            ck_assert_uint_eq((uintptr_t)p % 64, 0);
+            int64_t n = sizes[i] > 0 ? sizes[i] : 1, k = 0;
+            while (k < n && p[k] == 0) k++;
+            ck_assert_msg(k == n, "round %d, %lld bytes: byte %lld is not zero", round, (long long)n, (long long)k);
+            memset(p, 0xa5, (size_t)n);
+            rt_slab_free(p);
+        }
+    rt_slab_free(NULL);
+}
+END_TEST
+
 static Suite *rng_suite(void) {
     Suite *s = suite_create("rng");
     TCase *tc = tcase_create("core");
@@ -627,6 +649,7 @@ static Suite *init_suite(void) {
     tcase_add_test(tc, test_init_fill_rejects);
     tcase_add_test(tc, test_init_same_seed_same_weights);
     tcase_add_test(tc, test_init_round_f32);
+    tcase_add_test(tc, test_slab_zeroed_aligned);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;
