@@ -21,6 +21,19 @@
  * its kernels back to back, a few microseconds to a millisecond apart, and
  * waking a sleeping thread costs tens of microseconds. */
 #define SPIN_NS 2000000
+/* When another process holds a core, a worker is often preempted in its
+ * part and the caller waits milliseconds for the system to run it again:
+ * two threads then train slower than one. A split kernel is late when the
+ * caller waits for the others more than LATE_FACTOR times its own part's
+ * time (and more than LATE_NS): parts are balanced, so on an idle machine
+ * that wait is near zero. After LATE_OF_16 late kernels among the last 16
+ * split ones the pool runs kernels on the caller alone for SOLO_CALLS
+ * calls, then tries its threads again. Results do not depend on the
+ * parts, so switching changes no bit. */
+#define LATE_FACTOR 4
+#define LATE_NS 50000
+#define LATE_OF_16 8
+#define SOLO_CALLS 4096
 /* A worker's stack: a part keeps packed panels of up to 256 KB on it. */
 #define STACK_BYTES (16u << 20)
 
@@ -43,6 +56,8 @@ static struct {
     int started;                /* workers running */
     bool oversubscribed;        /* more threads than cores: spin politely */
     int64_t calls, split;       /* for rt_pool_counts */
+    uint16_t late;              /* the last 16 split kernels: bit set when late */
+    int64_t solo;               /* calls left to run on the caller alone */
     void *scratch[RT_MAX_THREADS];
     int64_t scratch_bytes[RT_MAX_THREADS];
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
@@ -164,6 +179,10 @@ void rt_parallel(RtTask fn, void *ctx, int64_t max_parts, int64_t scratch_bytes)
         abort();
     }
     int64_t nparts = max_parts < rt_threads() ? max_parts : rt_threads();
+    if (pool.solo > 0) {
+        pool.solo--;
+        nparts = 1;
+    }
     if (nparts < 1) nparts = 1;
     if (nparts > 1 && pool.started < nparts - 1) {
         start_workers((int)nparts - 1);
@@ -191,10 +210,19 @@ void rt_parallel(RtTask fn, void *ctx, int64_t max_parts, int64_t scratch_bytes)
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.lock);
     }
+    int64_t t0 = now_ns();
     fn(ctx, 0, nparts, pool.scratch[0]);
+    int64_t t1 = now_ns();
     for (unsigned spins = 0; atomic_load_explicit(&pool.remaining, memory_order_acquire) > 0; spins++) {
         if (pool.oversubscribed || spins > 100000) sched_yield();
         else relax();
     }
+    int64_t wait = now_ns() - t1;
     in_task = false;
+    bool late = wait > LATE_NS && wait > LATE_FACTOR * (t1 - t0);
+    pool.late = (uint16_t)(pool.late << 1 | late);
+    if (__builtin_popcount(pool.late) >= LATE_OF_16) {
+        pool.solo = SOLO_CALLS;
+        pool.late = 0;
+    }
 }
