@@ -346,10 +346,15 @@ const CgGraphPlan *cg_plan_graph(const CgPlan *p, const Graph *g) {
     return NULL;
 }
 
-int64_t cg_plan_offset(const CgPlan *p, const Node *n) {
+/* The plan of n's graph, when it holds n (NULL otherwise). */
+static const CgGraphPlan *node_plan(const CgPlan *p, const Node *n) {
     const CgGraphPlan *gp = cg_plan_graph(p, n->graph);
-    if (!gp || n->id < 0 || n->id >= gp->nnodes) return -1;
-    return gp->offset[n->id];
+    return gp && n->id >= 0 && n->id < gp->nnodes ? gp : NULL;
+}
+
+int64_t cg_plan_offset(const CgPlan *p, const Node *n) {
+    const CgGraphPlan *gp = node_plan(p, n);
+    return gp ? gp->offset[n->id] : -1;
 }
 
 /* ---- IR helpers -------------------------------------------------------------- */
@@ -447,18 +452,18 @@ LLVMValueRef cg_base(Cg *cg, const Node *n) {
 }
 
 bool cg_indirect(const CgPlan *p, const Node *n) {
-    const CgGraphPlan *gp = cg_plan_graph(p, n->graph);
-    return gp && n->id >= 0 && n->id < gp->nnodes && gp->indirect[n->id];
+    const CgGraphPlan *gp = node_plan(p, n);
+    return gp && gp->indirect[n->id];
 }
 
 bool cg_view(const CgPlan *p, const Node *n) {
-    const CgGraphPlan *gp = cg_plan_graph(p, n->graph);
-    return gp && n->id >= 0 && n->id < gp->nnodes && gp->view[n->id];
+    const CgGraphPlan *gp = node_plan(p, n);
+    return gp && gp->view[n->id];
 }
 
 LLVMValueRef cg_extra(Cg *cg, const Node *n) {
-    const CgGraphPlan *gp = cg_plan_graph(cg->plan, n->graph);
-    int64_t off = gp && n->id >= 0 && n->id < gp->nnodes ? gp->extra[n->id] : -1;
+    const CgGraphPlan *gp = node_plan(cg->plan, n);
+    int64_t off = gp ? gp->extra[n->id] : -1;
     if (off < 0) {
         cg_fail(cg, n, "the memory plan has no working storage for it");
         off = 0;
