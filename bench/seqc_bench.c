@@ -54,6 +54,7 @@
 #include "gradcheck.h"
 #include "interp.h"
 #include "jit.h"
+#include "model.h"
 #include "tiers.h"
 #include "pool.h"
 #include "rng.h"
@@ -259,13 +260,14 @@ int main(int argc, char **argv) {
     const CgPlan *plan = cg_plan(code);
     CgStepFn step = cg_jit_entry(j);
     CgUpdateFn upd = cg_jit_update(j);
-    slab = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
+    /* The runtime's slab, as `seqc run` has it: zeroed by the kernel as the
+     * first step touches it, not by a memset before. */
+    slab = rt_slab_new(&(RtVariant){.slab_bytes = plan->slab_bytes});
     times = calloc((size_t)steps, sizeof *times);
     if (!slab || !times) {
         fprintf(stderr, "seqc-bench: out of memory\n");
         goto done;
     }
-    memset(slab, 0, (size_t)plan->slab_bytes);
     if (!fill_slab(g, plan, slab)) {
         fprintf(stderr, "seqc-bench: cannot initialize %s\n", bo.path);
         goto done;
@@ -324,7 +326,7 @@ int main(int argc, char **argv) {
     status = 0;
 done:
     free(times);
-    free(slab);
+    rt_slab_free(slab);
     if (j) cg_jit_free(j);
     build_free(&b);
     free(err);
