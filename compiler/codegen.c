@@ -1323,6 +1323,8 @@ static void lower_graph(Cg *cg, const Graph *g) {
     }
     for (int i = 0; i < g->nodes.len && !cg->error; i++) {
         if (taken[i] || cg_view(cg->plan, g->nodes.items[i])) continue;
+        const Node *grad = cg_loss_writes_grad(g->nodes.items[i]);
+        if (grad) taken[grad->id] = true;
         int last;
         CgEpilogue *e = cg_epilogue_find(g, i, taken, &last);
         if (e) {

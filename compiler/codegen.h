@@ -346,6 +346,7 @@ void cg_fail(Cg *cg, const Node *n, const char *fmt, ...) __attribute__((format(
 void cg_init_native(void);
 int64_t cg_size(int64_t batch, const Node *n);   /* elements, the batch included */
 bool cg_has_code(OpKind op);     /* false for values the caller or a scan writes */
+const Node *cg_loss_writes_grad(const Node *loss); /* the gradient a loss's kernel writes too, or NULL */
 
 LLVMValueRef cg_i64(Cg *cg, int64_t v);
 LLVMValueRef cg_f32(Cg *cg, double v);

@@ -814,6 +814,56 @@ static int64_t loss_width(Cg *cg, const Node *n, OpKind loss, const Node *p, con
     return C;
 }
 
+/* The loss_grad of SCE that loss node n's row pass writes as well, or NULL:
+ * n takes f32 logits, and a later node of its graph is its derivative by the
+ * same logits and target, scaled by a constant d(loss) (the backward pass's
+ * seed). The pass then reads each row of logits once and takes its exps
+ * once. A model graph's nodes each have storage of their own (plan_graph),
+ * so writing the gradient before its place in the graph overwrites nothing. */
+static const Node *forward_loss(const Node *n);
+
+const Node *cg_loss_writes_grad(const Node *n) {
+    const Graph *g = n->graph;
+    const Node *p = n->in[0];
+    if (n->op != OP_SCE || !n->loss.from_logits || g->parent || n->type.rank != 0 || p->type.dtype != DT_F32 ||
+        p->type.rank < 1 || last_dim(p) > MAX_ROW_SCRATCH)
+        return NULL;
+    for (int k = n->id + 1; k < g->nodes.len; k++) {
+        const Node *x = g->nodes.items[k], *dl = x->nin == 3 ? x->in[2] : NULL;
+        if (x->op == OP_LOSS_GRAD && x->loss.loss == OP_SCE && x->loss.from_logits && x->in[0] == p &&
+            x->in[1] == n->in[1] && dl->op == OP_CONST && !dl->type.batched && elems(dl) == 1 &&
+            type_equal(&x->type, &p->type) && forward_loss(x) == n)
+            return x;
+    }
+    return NULL;
+}
+
+/* A row of SCE from f32 logits: the row's loss term, its log-sum-exp in
+ * *lse; with grad, the row of d(loss)/d(logits) times scale into grad's
+ * row at gp. The exps are f32 (cg_expf, as softmax takes them), kept in a
+ * stack buffer and summed in double: the gradient is exp / sum less the
+ * target's one. */
+static LLVMValueRef sce_logits_row(Cg *cg, const Node *p, const Node *y, const Node *grad, LLVMValueRef pp,
+                                   LLVMValueRef yp, LLVMValueRef gp, LLVMValueRef li, int64_t C, double scale,
+                                   LLVMValueRef *lse) {
+    LLVMValueRef row = cg_mul(cg, li, C), k = checked_id(cg, y, yp, li, C);
+    LLVMValueRef top = row_max_f32(cg, pp, row, C), buf = cg_stack_array(cg, cg->t_f32, C);
+    CgLoop lc = cg_loop_begin(cg, C);
+    cg_store(cg, cg->t_f32, buf, lc.i, cg_expf(cg, fsub(cg, cg_loadf(cg, p, pp, cg_add(cg, row, lc.i)), top)));
+    cg_loop_end(cg, &lc);
+    LLVMValueRef sum = lane_sum(cg, cg->t_f32, buf, cg_i64(cg, 0), C);
+    *lse = fadd(cg, LLVMBuildFPExt(cg->b, top, cg->t_f64, ""), cg_call1(cg, cg->log, sum));
+    if (grad) {
+        LLVMValueRef inv = fdiv(cg, cg_f64(cg, 1), sum);
+        lc = cg_loop_begin(cg, C);
+        LLVMValueRef hit = sel(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, lc.i, k, ""), cg_f64(cg, 1), cg_f64(cg, 0));
+        LLVMValueRef d = fsub(cg, fmul(cg, to_f64(cg, cg_load(cg, cg->t_f32, buf, lc.i)), inv), hit);
+        cg_stored_as_f32(cg, gp, cg_add(cg, row, lc.i), fmul(cg, d, cg_f64(cg, scale)));
+        cg_loop_end(cg, &lc);
+    }
+    return fsub(cg, *lse, cg_loadd(cg, p, pp, cg_add(cg, row, k)));
+}
+
 /* A row of classes of SCE or CCE: the row's loss term; its log-sum-exp
  * (from logits) or sum of probabilities (CCE) in *lse. */
 static LLVMValueRef class_loss(Cg *cg, OpKind loss, bool logits, const Node *p, const Node *y, LLVMValueRef pp,
@@ -855,8 +905,17 @@ static void emit_loss(Cg *cg, const Node *n) {
     if (loss == OP_SCE || loss == OP_CCE) {
         RowPar rp;
         rows_begin(cg, &rp, R, C, NULL, 0);
-        LLVMValueRef li, pp = row_example(cg, p, rp.row, P, &li), yp = row_example(cg, y, rp.row, P, &li), lse;
-        LLVMValueRef v = class_loss(cg, loss, logits, p, y, pp, yp, li, C, &lse), terms = cg_extra(cg, n);
+        LLVMValueRef li, pp = row_example(cg, p, rp.row, P, &li), yp = row_example(cg, y, rp.row, P, &li), lse, v;
+        const Node *grad = cg_loss_writes_grad(n);
+        if (loss == OP_SCE && logits && p->type.dtype == DT_F32) {
+            /* d(loss) is the constant the caller's load of it would find, over the positions. */
+            double scale = grad ? (double)(float)grad->in[2]->constant / (double)R : 0;
+            LLVMValueRef gp = grad ? row_example(cg, grad, rp.row, P, &li) : NULL;
+            v = sce_logits_row(cg, p, y, grad, pp, yp, gp, li, C, scale, &lse);
+        } else {
+            v = class_loss(cg, loss, logits, p, y, pp, yp, li, C, &lse);
+        }
+        LLVMValueRef terms = cg_extra(cg, n);
         cg_store(cg, cg->t_f64, terms, rp.row, v);
         cg_store(cg, cg->t_f64, terms, cg_add(cg, rp.row, cg_i64(cg, R)), lse);
         rows_end(cg, &rp);
