@@ -211,19 +211,21 @@ START_TEST(graph_fused_and_time) {
 END_TEST
 
 /* Ctrl-C finishes the step, writes a checkpoint and exits; --resume then
- * ends with the weights of an uninterrupted run. */
+ * ends with the weights of an uninterrupted run. Twenty epochs: the signal
+ * comes 50 ms after the first epoch's checkpoint, and alarm's epoch of 200
+ * steps takes some 20 ms. */
 START_TEST(interrupt_and_resume) {
     const char *seqc = env("SEQC_EXE");
     ck_assert_int_eq(sh("'%s' --count 20000 --seed 3 bx.npy by.npy", env("SEQC_ALARM_DATA")), 0);
     ck_assert_msg(sh("'%s' compile alarm.seq -o alarm_exe", seqc) == 0, "%.3000s", out);
-    ck_assert_msg(sh("./alarm_exe train --data bx.npy,by.npy --epochs 4 --quiet --checkpoint full.safetensors "
+    ck_assert_msg(sh("./alarm_exe train --data bx.npy,by.npy --epochs 20 --quiet --checkpoint full.safetensors "
                      "--history full.csv") == 0, "%.3000s", out);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         if (chdir(dir) != 0) _exit(127);
         if (!freopen("/dev/null", "w", stdout) || !freopen("int.log", "w", stderr)) _exit(127);
-        execl("./alarm_exe", "./alarm_exe", "train", "--data", "bx.npy,by.npy", "--epochs", "4", "--quiet",
+        execl("./alarm_exe", "./alarm_exe", "train", "--data", "bx.npy,by.npy", "--epochs", "20", "--quiet",
               "--checkpoint", "int.safetensors", "--history", "int.csv", (char *)NULL);
         _exit(127);
     }
@@ -242,7 +244,7 @@ START_TEST(interrupt_and_resume) {
     char *log = slurp("int.log", &n);
     ck_assert_msg(log && strstr(log, "interrupted after step") && strstr(log, "--resume"), "%s", log ? log : "");
     free(log);
-    ck_assert_msg(sh("./alarm_exe train --data bx.npy,by.npy --epochs 4 --quiet --resume --checkpoint int.safetensors "
+    ck_assert_msg(sh("./alarm_exe train --data bx.npy,by.npy --epochs 20 --quiet --resume --checkpoint int.safetensors "
                      "--history int.csv") == 0, "%.3000s", out);
     ck_assert_msg(same_file("full.safetensors", "int.safetensors"), "the interrupted run ends with other weights");
 }
