@@ -286,7 +286,16 @@ typedef struct Share {
     LLVMValueRef r0, r1, q0, q1;
 } Share;
 
-/* Rows i0 .. i0 + mc, the share's panels, the kc terms packed in ap and bp. */
+/* Whether B's block is packed into panels. A product of at most MC rows
+ * (a weight gradient: as many rows as the layer has inputs) has one row
+ * block, which reads each panel once, straight after its first tile brought
+ * it in: packing would read and write all of B to save nothing (wordlm's
+ * output layer: 20 MB of logits' gradients, 6% of a step). A transposed B
+ * is packed always: its panels become rows. */
+static bool packs_b(const CgGemm *g) { return g->b_trans || g->M > MC; }
+
+/* Rows i0 .. i0 + mc, the share's panels, the kc terms packed in ap and bp
+ * (or B read where it lies: packs_b). */
 static void row_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef i0,
                       LLVMValueRef mc, LLVMValueRef p0, int64_t kc) {
     int64_t full = g->N / WIDE, tail = g->N % WIDE;
@@ -305,24 +314,30 @@ static void row_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, 
     }
     LLVMValueRef end = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, s->q1, cg_i64(cg, full), ""), s->q1,
                                        cg_i64(cg, full), "");
+    bool packed = packs_b(g);
+    LLVMValueRef brow = packed ? NULL : cg_gep(cg, cg->t_f32, g->b, cg_mul(cg, p0, g->b_sp));
+    if (!packed) view.b_sp = g->b_sp;
     CgLoop lq = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, end, s->q0, ""));
-    view.b = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, lq.i, kc * WIDE));
+    view.b = packed ? cg_gep(cg, cg->t_f32, bp, cg_mul(cg, lq.i, kc * WIDE))
+                    : cg_gep(cg, cg->t_f32, brow, cg_mul(cg, cg_add(cg, s->q0, lq.i), WIDE));
     view.c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), cg_mul(cg, cg_add(cg, s->q0, lq.i), WIDE)));
     column_block(cg, &view, cg_i64(cg, 0), mc, cg_i64(cg, 0), NV, LANES, WIDE, false, cg_i64(cg, kc), first);
     cg_loop_end(cg, &lq);
     if (!tail) return;
     CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSGT, s->q1, cg_i64(cg, full), ""));
-    view.b = cg_gep(cg, cg->t_f32, bp, cg_mul(cg, LLVMBuildSub(cg->b, cg_i64(cg, full), s->q0, ""), kc * WIDE));
+    /* Packed, the last panel is padded with zeros; in place, its loads are masked. */
+    view.b = packed ? cg_gep(cg, cg->t_f32, bp, cg_mul(cg, LLVMBuildSub(cg->b, cg_i64(cg, full), s->q0, ""), kc * WIDE))
+                    : cg_gep(cg, cg->t_f32, brow, cg_i64(cg, full * WIDE));
     view.c = cg_gep(cg, cg->t_f32, g->c, cg_add(cg, cg_mul(cg, i0, g->c_si), cg_i64(cg, full * WIDE)));
     column_block(cg, &view, cg_i64(cg, 0), mc, cg_i64(cg, 0), (int)((tail + LANES - 1) / LANES), LANES, (int)tail,
-                 false, cg_i64(cg, kc), first);
+                 !packed, cg_i64(cg, kc), first);
     cg_endif(cg, &f);
 }
 
 /* The share's rows, terms p0 .. p0 + kc, its panels. */
 static void k_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef p0,
                     int64_t kc) {
-    pack_b(cg, g, bp, s->q0, s->q1, p0, kc);
+    if (packs_b(g)) pack_b(cg, g, bp, s->q0, s->q1, p0, kc);
     LLVMValueRef rows = LLVMBuildSub(cg->b, s->r1, s->r0, "");
     LLVMValueRef blocks = LLVMBuildUDiv(cg->b, cg_add(cg, rows, cg_i64(cg, MC - 1)), cg_i64(cg, MC), "");
     CgLoop li = cg_loop_begin_n(cg, blocks);
