@@ -1,4 +1,5 @@
 /* The manifest reader and the slab helpers every command shares. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MADV_HUGEPAGE */
 #include "model.h"
 
 #include <errno.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "init.h"
 #include "rng.h"
@@ -345,25 +347,48 @@ void rt_model_free(RtModel *m) {
 
 int64_t rt_tensor_bytes(const RtVariant *v, const RtTensor *t) { return 4 * t->elems * (t->batched ? v->batch : 1); }
 
-/* calloc, not aligned_alloc and memset: a large slab comes zeroed from
- * mmap, and the kernel zeroes each page as a step first touches it, where
- * memset wrote all of it once more before the first step (wordlm's 146 MB:
- * some 20 ms). Aligned by hand, the block's address kept just before the
- * slab (malloc's alignment leaves at least 8 bytes there). */
+/* The slab comes zeroed from the kernel, page by page as a step first
+ * touches it (aligned_alloc and memset wrote all of it once more before the
+ * first step: wordlm's 146 MB, some 20 ms). A large one is mapped on its own
+ * and asks for 2 MB pages: kernels walk it at strides of a row (a weight
+ * gradient's product reads 256 rows of its B 19 KB apart), which on 4 KB
+ * pages miss the TLB at every row. A small one comes from calloc, aligned by
+ * hand. Either way the slab's header, just before it, says how to free it. */
+typedef struct SlabHead {
+    void *block;
+    size_t mapped; /* bytes mapped, or 0: block is calloc's */
+} SlabHead;
+
+#define SLAB_HUGE ((size_t)2 << 20)
+
 uint8_t *rt_slab_new(const RtVariant *v) {
     size_t n = (size_t)(v->slab_bytes + 63) / 64 * 64;
-    uint8_t *block = calloc(1, (n ? n : 64) + 64);
+    if (n >= 2 * SLAB_HUGE) {
+        /* A page for the header, then the slab from a 2 MB boundary. */
+        size_t len = n + SLAB_HUGE + 4096;
+        uint8_t *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED) return NULL;
+        uint8_t *p = base + 4096 + (SLAB_HUGE - (uintptr_t)(base + 4096) % SLAB_HUGE) % SLAB_HUGE;
+#ifdef MADV_HUGEPAGE
+        madvise(p, n, MADV_HUGEPAGE); /* advice: a kernel without it keeps 4 KB pages */
+#endif
+        memcpy(p - sizeof(SlabHead), &(SlabHead){base, len}, sizeof(SlabHead));
+        return p;
+    }
+    uint8_t *block = calloc(1, (n ? n : 64) + 128);
     if (!block) return NULL;
     uint8_t *p = block + 64 - (uintptr_t)block % 64;
-    memcpy(p - sizeof block, &block, sizeof block);
+    if ((size_t)(p - block) < sizeof(SlabHead)) p += 64;
+    memcpy(p - sizeof(SlabHead), &(SlabHead){block, 0}, sizeof(SlabHead));
     return p;
 }
 
 void rt_slab_free(uint8_t *slab) {
     if (!slab) return;
-    uint8_t *block;
-    memcpy(&block, slab - sizeof block, sizeof block);
-    free(block);
+    SlabHead h;
+    memcpy(&h, slab - sizeof h, sizeof h);
+    if (h.mapped) munmap(h.block, h.mapped);
+    else free(h.block);
 }
 
 bool rt_model_init_params(const RtVariant *v, uint8_t *slab, uint64_t seed, RtModelError *err) {
