@@ -310,9 +310,9 @@ static void tile_at(Cg *cg, const CgEpilogue *G, LLVMValueRef m0, int mr, LLVMVa
     cg_loop_end(cg, &lr);
 }
 
-/* Every row for part columns j0 .. j0 + nv * lanes. */
+/* Rows [rows[0], rows[1]) for part columns j0 .. j0 + nv * lanes. */
 static void columns(Cg *cg, const CgEpilogue *G, LLVMValueRef j0, int lanes, int nv, LLVMValueRef buf, LLVMValueRef panel,
-                    LLVMValueRef *val) {
+                    LLVMValueRef *val, const LLVMValueRef rows[2]) {
     LLVMValueRef b = cg_base(cg, G->node[0]->in[1]);
     int64_t b_sp = G->N, b_sq = G->W, Q = G->Q, width = (int64_t)nv * lanes;
     LLVMValueRef bj0 = j0;
@@ -334,17 +334,15 @@ static void columns(Cg *cg, const CgEpilogue *G, LLVMValueRef j0, int lanes, int
     int mr = MAX_ACC / (int)(Q * nv);
     if (mr > MAX_ROWS) mr = MAX_ROWS;
     if (mr < 1) mr = 1;
-    int64_t M = (G->wide.batched ? cg->batch : 1) * G->rows, blocks = M / mr;
-    if (blocks > 0) {
-        CgLoop lm = cg_loop_begin(cg, blocks);
-        tile_at(cg, G, cg_mul(cg, lm.i, mr), mr, j0, bj0, lanes, nv, b, b_sp, b_sq, buf, val);
-        cg_loop_end(cg, &lm);
-    }
-    if (M % mr) {
-        CgLoop lm = cg_loop_begin(cg, M % mr);
-        tile_at(cg, G, cg_add(cg, lm.i, cg_i64(cg, blocks * mr)), 1, j0, bj0, lanes, nv, b, b_sp, b_sq, buf, val);
-        cg_loop_end(cg, &lm);
-    }
+    LLVMValueRef n = LLVMBuildSub(cg->b, rows[1], rows[0], "");
+    LLVMValueRef blocks = LLVMBuildUDiv(cg->b, n, cg_i64(cg, mr), "");
+    CgLoop lm = cg_loop_begin_n(cg, blocks);
+    tile_at(cg, G, cg_mad(cg, lm.i, mr, rows[0]), mr, j0, bj0, lanes, nv, b, b_sp, b_sq, buf, val);
+    cg_loop_end(cg, &lm);
+    LLVMValueRef done = cg_add(cg, rows[0], cg_mul(cg, blocks, mr));
+    lm = cg_loop_begin_n(cg, LLVMBuildURem(cg->b, n, cg_i64(cg, mr), ""));
+    tile_at(cg, G, cg_add(cg, lm.i, done), 1, j0, bj0, lanes, nv, b, b_sp, b_sq, buf, val);
+    cg_loop_end(cg, &lm);
 }
 
 /* Every column of the mr rows from m0, in the blocks `columns` uses, B read
@@ -416,7 +414,11 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows, width = (int64_t)nv * LANES, wide = G.W / width;
     double flops = 2.0 * (double)M * (double)G.N * (double)G.K;
     bool rows_first = by_rows(&G, M);
-    int64_t max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, rows_first ? M / MAX_ROWS : wide);
+    /* Fewer than two blocks of columns to share (a backward step's dh = dz
+     * U^T, 64 units wide, over 1,024 rows): the parts take rows instead,
+     * each every column; a row's values do not depend on the rows beside it. */
+    bool split_rows = !rows_first && wide < 2 && M >= 4 * MAX_ROWS;
+    int64_t max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, rows_first || split_rows ? M / MAX_ROWS : wide);
     CgPar par;
     cg_par_begin_node(cg, &par, NULL, 0);
     LLVMValueRef buf = cg_stack_array(cg, cg->t_f32, (int64_t)MAX_ACC * LANES);
@@ -431,30 +433,38 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     bool pack = G.K * G.Q * width * 4 <= MAX_PANEL_BYTES && M > 2 * MAX_ROWS;
     LLVMValueRef panel = pack ? cg_stack_array(cg, cg->t_f32, G.K * G.Q * width) : NULL;
     int64_t j = 0;
+    LLVMValueRef rows[2] = {cg_i64(cg, 0), cg_i64(cg, M)};
+    if (split_rows) {
+        rows[0] = cg_part_start(cg, &par, M);
+        rows[1] = cg_part_end(cg, &par, M);
+    }
     if (wide > 0) {
-        LLVMValueRef from = cg_part_start(cg, &par, wide);
-        CgLoop lj = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &par, wide), from, ""));
-        columns(cg, &G, cg_mul(cg, cg_add(cg, from, lj.i), width), LANES, nv, buf, panel, val);
+        LLVMValueRef from = split_rows ? cg_i64(cg, 0) : cg_part_start(cg, &par, wide);
+        LLVMValueRef to = split_rows ? cg_i64(cg, wide) : cg_part_end(cg, &par, wide);
+        CgLoop lj = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, to, from, ""));
+        columns(cg, &G, cg_mul(cg, cg_add(cg, from, lj.i), width), LANES, nv, buf, panel, val, rows);
         cg_loop_end(cg, &lj);
         j = wide * width;
     }
     if (j < G.W) {
-        LLVMValueRef last = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildAdd(cg->b, par.part, cg_i64(cg, 1), ""),
-                                          par.nparts, "");
+        /* Split by columns, the last part takes these; by rows, every part its own rows of them. */
+        LLVMValueRef last = split_rows ? LLVMConstInt(cg->t_i1, 1, false)
+                                       : LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildAdd(cg->b, par.part, cg_i64(cg, 1), ""),
+                                                       par.nparts, "");
         CgIf f = cg_if(cg, last);
         if (G.W - j >= LANES) {
             CgLoop lj = cg_loop_begin(cg, (G.W - j) / LANES);
-            columns(cg, &G, cg_mad(cg, lj.i, LANES, cg_i64(cg, j)), LANES, 1, buf, panel, val);
+            columns(cg, &G, cg_mad(cg, lj.i, LANES, cg_i64(cg, j)), LANES, 1, buf, panel, val, rows);
             cg_loop_end(cg, &lj);
             j += (G.W - j) / LANES * LANES;
         }
         if (G.W - j >= LANES / 2) {
-            columns(cg, &G, cg_i64(cg, j), LANES / 2, 1, buf, panel, val);
+            columns(cg, &G, cg_i64(cg, j), LANES / 2, 1, buf, panel, val, rows);
             j += LANES / 2;
         }
         if (j < G.W) {
             CgLoop lj = cg_loop_begin(cg, G.W - j);
-            columns(cg, &G, cg_add(cg, lj.i, cg_i64(cg, j)), 1, 1, buf, NULL, val);
+            columns(cg, &G, cg_add(cg, lj.i, cg_i64(cg, j)), 1, 1, buf, NULL, val, rows);
             cg_loop_end(cg, &lj);
         }
         cg_endif(cg, &f);
