@@ -39,6 +39,8 @@
  * power of two apart in w, do not share cache sets (codegen_gemm.c packs for
  * the same reason). */
 #define MAX_PANEL_BYTES (256 * 1024)
+/* Blocks of columns below which an epilogue splits over threads by rows. */
+#define MIN_COLUMN_SPLIT 8
 /* The group ends after this many nodes in a row that do not join it. */
 #define MAX_OTHERS 16
 
@@ -414,10 +416,11 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows, width = (int64_t)nv * LANES, wide = G.W / width;
     double flops = 2.0 * (double)M * (double)G.N * (double)G.K;
     bool rows_first = by_rows(&G, M);
-    /* Fewer than two blocks of columns to share (a backward step's dh = dz
-     * U^T, 64 units wide, over 1,024 rows): the parts take rows instead,
-     * each every column; a row's values do not depend on the rows beside it. */
-    bool split_rows = !rows_first && wide < 2 && M >= 4 * MAX_ROWS;
+    /* Few blocks of columns to share (a backward step's dh = dz U^T, 64
+     * units wide, is one; an input projection of 192 is three, which two
+     * threads split 1:2): the parts take rows instead, each every column; a
+     * row's values do not depend on the rows beside it. */
+    bool split_rows = !rows_first && wide < MIN_COLUMN_SPLIT && M >= 4 * MAX_ROWS;
     int64_t max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, rows_first || split_rows ? M / MAX_ROWS : wide);
     CgPar par;
     cg_par_begin_node(cg, &par, NULL, 0);
