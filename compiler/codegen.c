@@ -248,6 +248,76 @@ static bool ids_window(const Graph *g, const Node *x, const int *uses) {
     return ids == uses[x->id];
 }
 
+/* A step's matrix products in FLOPs, the scans inside included. */
+static double step_flops(const Graph *body, int64_t batch) {
+    double f = 0;
+    for (int i = 0; i < body->nodes.len; i++) {
+        const Node *n = body->nodes.items[i];
+        if (n->nin < 1) continue;
+        double x = (double)cg_size(batch, n->in[0]);
+        if (n->op == OP_MATMUL && n->in[1]->type.rank == 2) f += 2 * x * (double)n->in[1]->type.dims[1];
+        else if (n->op == OP_MATMUL_T && n->in[1]->type.rank == 2) f += 2 * x * (double)n->in[1]->type.dims[0];
+        else if (n->op == OP_MATMUL_W && n->in[1]->type.rank >= 1)
+            f += 2 * x * (double)n->in[1]->type.dims[n->in[1]->type.rank - 1];
+        else if (n->op == OP_SCAN) f += step_flops(n->scan.body, batch) * (double)n->in[0]->type.dims[0];
+    }
+    return f;
+}
+
+/* Scans whose steps are smaller than this run side by side (below). */
+#define SIDE_BY_SIDE_FLOPS (16.0 * CG_PART_FLOPS)
+
+/* The scan that runs beside model node i, or -1: i is a scan, and a later
+ * scan reads nothing i writes (a bidirectional layer's two directions,
+ * forward or backward), and the steps of both are small. The entry runs
+ * the two as the two parts of one task, each on a thread of its own, their
+ * kernels whole (rt_parallel from a part): a step of 32 rows split over
+ * threads spends more on meeting than it saves. The nodes between them run
+ * before the two when they read nothing i writes (an input projection),
+ * after them otherwise (i's weight gradients): needs_i, when not NULL, gets
+ * which (by node id; g->nodes.len entries). Their bodies get storage apart
+ * (plan_graph). */
+static int side_by_side(const Graph *g, int i, int64_t batch, bool *needs_i) {
+    const Node *a = g->nodes.items[i];
+    if (g->parent || a->op != OP_SCAN || step_flops(a->scan.body, batch) >= SIDE_BY_SIDE_FLOPS) return -1;
+    bool *needs = needs_i ? needs_i : calloc((size_t)g->nodes.len, sizeof *needs);
+    if (!needs) return -1;
+    memset(needs, 0, sizeof *needs * (size_t)g->nodes.len);
+    needs[i] = true;
+    int found = -1;
+    for (int j = i + 1; j < g->nodes.len && found < 0; j++) {
+        const Node *x = g->nodes.items[j];
+        for (int k = 0; k < x->nin; k++) needs[j] = needs[j] || needs[x->in[k]->id];
+        if (!needs[j] && x->op == OP_SCAN && step_flops(x->scan.body, batch) < SIDE_BY_SIDE_FLOPS) found = j;
+    }
+    if (!needs_i) free(needs);
+    return found;
+}
+
+/* The scans that run side by side: by node id, the other scan of its pair,
+ * or -1. Pairs are taken in order, the nodes between a pair's two scans
+ * in no pair (the entry moves them before or after the two). The plan and
+ * the entry both ask this, so they agree. */
+static int *scan_pairs(const Graph *g, int64_t batch) {
+    int *partner = malloc(sizeof *partner * ((size_t)g->nodes.len + 1));
+    bool *needs = calloc((size_t)g->nodes.len + 1, sizeof *needs);
+    if (!partner || !needs) {
+        free(partner);
+        free(needs);
+        return NULL;
+    }
+    for (int i = 0; i < g->nodes.len; i++) partner[i] = -1;
+    for (int i = 0; i < g->nodes.len; i++) {
+        int j = side_by_side(g, i, batch, needs);
+        if (j < 0) continue;
+        partner[i] = j;
+        partner[j] = i;
+        i = j;
+    }
+    free(needs);
+    return partner;
+}
+
 static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *only, int64_t *cursor) {
     CgGraphPlan *grown = realloc(p->graphs, sizeof *grown * (size_t)(p->ngraphs + 1));
     if (!grown) return false;
@@ -312,19 +382,32 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *
      * region after its own storage, each from its start. A body that keeps
      * values from one call to the next (an embedding's gradient) has its own,
      * before that region. p->graphs may move in the calls: it is not held. */
-    for (int pass = 0; pass < 2; pass++) {
+    int64_t *body_end = calloc((size_t)g->nodes.len + 1, sizeof *body_end);
+    int *partner = scan_pairs(g, p->batch);
+    if (!body_end || !partner) {
+        free(body_end);
+        free(partner);
+        return false;
+    }
+    for (int pass = 0; pass < 2 && ok; pass++) {
         int64_t shared = *cursor, end = *cursor;
-        for (int i = 0; i < g->nodes.len; i++) {
+        for (int i = 0; i < g->nodes.len && ok; i++) {
             const Node *node = g->nodes.items[i];
             if (node->op != OP_SCAN || keeps_between_calls(node->scan.body) != (pass == 0)) continue;
+            /* The second of two scans side by side lays its body after the
+             * first one's (a body of the first pass lies before `shared`). */
             int64_t at = pass == 0 ? *cursor : shared;
-            if (!plan_graph(p, node->scan.body, node, only, &at)) return false;
+            if (pass == 1 && partner[i] >= 0 && partner[i] < i && body_end[partner[i]] > at) at = body_end[partner[i]];
+            ok = plan_graph(p, node->scan.body, node, only, &at);
+            body_end[i] = at;
             if (pass == 0) *cursor = at;
             else if (at > end) end = at;
         }
         if (pass == 1) *cursor = end;
     }
-    return true;
+    free(body_end);
+    free(partner);
+    return ok;
 }
 
 static void plan_free(CgPlan *p) {
@@ -1347,12 +1430,48 @@ static void lower_entry(Cg *cg, const Graph *g, const char *name) {
     fn_begin(cg, name, ty, true);
     LLVMValueRef upto = LLVMBuildSExt(cg->b, LLVMGetParam(cg->fn, 3), cg->t_i64, "upto");
     LLVMValueRef args[3] = {cg->slab, cg->training, cg->seed};
+    bool *needs_i = calloc((size_t)g->nodes.len + 1, sizeof *needs_i);
+    int *partner = scan_pairs(g, cg->batch);
     for (int i = 0; i < g->nodes.len; i++) {
         if (!cg->fns[0][i]) continue;
+        int j = needs_i && partner && partner[i] > i ? side_by_side(g, i, cg->batch, needs_i) : -1;
+        if (j >= 0 && cg->fns[0][j]) {
+            /* When j runs: the nodes between that do not need i, i on part 0
+             * and j on the last part (one part: both, in order), then the
+             * nodes between that need i. Else as they stand. */
+            CgIf both = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, cg_i64(cg, j), upto, ""));
+            for (int k = i + 1; k < j; k++)
+                if (cg->fns[0][k] && !needs_i[k]) LLVMBuildCall2(cg->b, cg->t_node, cg->fns[0][k], args, 3, "");
+            CgPar par;
+            cg_par_begin_node(cg, &par, NULL, 0);
+            LLVMValueRef in_part[3] = {cg->slab, cg->training, cg->seed};
+            CgIf first = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, par.part, cg_i64(cg, 0), ""));
+            LLVMBuildCall2(cg->b, cg->t_node, cg->fns[0][i], in_part, 3, "");
+            cg_endif(cg, &first);
+            LLVMValueRef last_part = LLVMBuildSub(cg->b, par.nparts, cg_i64(cg, 1), "");
+            CgIf last = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, par.part, last_part, ""));
+            LLVMBuildCall2(cg->b, cg->t_node, cg->fns[0][j], in_part, 3, "");
+            cg_endif(cg, &last);
+            cg_par_end(cg, &par, 2, 0);
+            for (int k = i + 1; k < j; k++)
+                if (cg->fns[0][k] && needs_i[k]) LLVMBuildCall2(cg->b, cg->t_node, cg->fns[0][k], args, 3, "");
+            cg_else(cg, &both);
+            for (int k = i; k < j; k++) {
+                if (!cg->fns[0][k]) continue;
+                CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, cg_i64(cg, k), upto, ""));
+                LLVMBuildCall2(cg->b, cg->t_node, cg->fns[0][k], args, 3, "");
+                cg_endif(cg, &f);
+            }
+            cg_endif(cg, &both);
+            i = j;
+            continue;
+        }
         CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, cg_i64(cg, i), upto, ""));
         LLVMBuildCall2(cg->b, cg->t_node, cg->fns[0][i], args, 3, "");
         cg_endif(cg, &f);
     }
+    free(needs_i);
+    free(partner);
     fn_end(cg);
 }
 

@@ -63,6 +63,7 @@ static struct {
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static _Thread_local bool in_task;
+static _Thread_local int64_t own_part; /* the part this thread runs, in a task */
 
 static inline void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -131,6 +132,7 @@ static void *worker(void *arg) {
     int64_t part = (int64_t)(intptr_t)arg;
     Slot *slot = &pool.slot[part];
     in_task = true; /* a worker runs nothing but parts */
+    own_part = part;
     unsigned seen = 0; /* a slot is bumped only once its worker exists, and workers never stop */
     for (;;) {
         seen = next_task(slot, seen);
@@ -173,10 +175,12 @@ static void grow_scratch(int64_t part, int64_t bytes) {
 
 void rt_parallel(RtTask fn, void *ctx, int64_t max_parts, int64_t scratch_bytes) {
     if (in_task) {
-        /* Generated code never nests kernels; a nested call would share the
-         * caller's scratch. */
-        fprintf(stderr, "seqc: internal error: a kernel part started another kernel\n");
-        abort();
+        /* A kernel of a part (a scan running beside another): whole, here.
+         * Each thread grows only its own part's scratch, and the part that
+         * called does not use it while its kernel runs. */
+        grow_scratch(own_part, scratch_bytes > 0 ? scratch_bytes : 64);
+        fn(ctx, 0, 1, pool.scratch[own_part]);
+        return;
     }
     int64_t nparts = max_parts < rt_threads() ? max_parts : rt_threads();
     if (pool.solo > 0) {
@@ -192,6 +196,7 @@ void rt_parallel(RtTask fn, void *ctx, int64_t max_parts, int64_t scratch_bytes)
     pool.calls++;
     pool.split += nparts > 1;
     in_task = true;
+    own_part = 0;
     if (nparts == 1) {
         fn(ctx, 0, 1, pool.scratch[0]);
         in_task = false;

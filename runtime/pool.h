@@ -25,8 +25,9 @@ typedef void (*RtTask)(void *ctx, int64_t part, int64_t nparts, void *scratch);
 
 /* Runs fn on min(max_parts, the pool's threads) parts, part 0 on the calling
  * thread, and returns when all are done. Each part gets scratch_bytes of
- * its own (64-byte aligned, contents undefined). A task must not call
- * rt_parallel itself. */
+ * its own (64-byte aligned, contents undefined). Called from a part (two
+ * independent scans run side by side, one a part, and their kernels call
+ * it), it runs fn whole on that part's thread, with that part's scratch. */
 void rt_parallel(RtTask fn, void *ctx, int64_t max_parts, int64_t scratch_bytes);
 
 /* The threads kernels use from now on: n >= 1, or 0 for one per core this

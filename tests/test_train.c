@@ -140,14 +140,16 @@ END_TEST
 /* The kernels split over threads (runtime/pool.h) and the weights do not
  * depend on how many: a character LSTM, big enough for its products and
  * gate kernels to split, trains the same bits on one thread and on three
- * (more than this machine's cores, which the pool must survive too). */
+ * (more than this machine's cores, which the pool must survive too). It is
+ * bidirectional: its two directions' scans run side by side, forward and
+ * backward, each on a thread of its own (codegen.c side_by_side). */
 START_TEST(threads_same_bits) {
     const char *seqc = env("SEQC_EXE");
     write_file("lm.seq", "model lm {\n"
                          "  input  chars: i32[12]\n"
                          "  target next: i32[]\n"
                          "  e = embedding(chars, vocab: 28, dim: 16)\n"
-                         "  h = lstm(e, units: 64, sequences: true)\n"
+                         "  h = lstm(e, units: 64, sequences: true, direction: both)\n"
                          "  g = gru(h, units: 48)\n"
                          "  n = batchnorm(g)\n"
                          "  d = dropout(n, 0.2)\n"
