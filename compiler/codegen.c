@@ -93,9 +93,11 @@ static int64_t extra_bytes(int64_t batch, const Node *n) {
     if ((n->op == OP_SCE || n->op == OP_CCE) && n->type.rank == 0) {
         /* Per row of classes: its loss term, then its log-sum-exp, in f64
          * (codegen_ops.c emit_loss; the loss's gradient reads the second). */
-        const Node *p = n->in[0];
-        int64_t C = p->type.rank ? p->type.dims[p->type.rank - 1] : 1;
-        return 2 * 8 * (cg_size(batch, p) / (C > 0 ? C : 1));
+        const Node *p = n->in[0], *grad = cg_loss_writes_grad(n);
+        int64_t C = p->type.rank ? p->type.dims[p->type.rank - 1] : 1, R = cg_size(batch, p) / (C > 0 ? C : 1);
+        /* With the bias gradient, a row of C doubles per block of rows after them. */
+        int64_t blocks = grad && cg_loss_writes_bias(grad) ? (R + CG_SCE_BLOCK - 1) / CG_SCE_BLOCK : 0;
+        return 2 * 8 * R + 8 * blocks * C;
     }
     if (n->op == OP_EMBED_GRAD) /* f64 accumulators, then a bit for each row the last call wrote */
         return 8 * type_elements(&n->type) + 8 * ((n->type.dims[0] + 63) / 64);
@@ -1406,8 +1408,9 @@ static void lower_graph(Cg *cg, const Graph *g) {
     }
     for (int i = 0; i < g->nodes.len && !cg->error; i++) {
         if (taken[i] || cg_view(cg->plan, g->nodes.items[i])) continue;
-        const Node *grad = cg_loss_writes_grad(g->nodes.items[i]);
+        const Node *grad = cg_loss_writes_grad(g->nodes.items[i]), *bias = grad ? cg_loss_writes_bias(grad) : NULL;
         if (grad) taken[grad->id] = true;
+        if (bias) taken[bias->id] = true;
         int last;
         CgEpilogue *e = cg_epilogue_find(g, i, taken, &last);
         if (e) {

@@ -54,6 +54,9 @@
 #define CG_ALIGN 64
 /* Optimizer state per param: Adam's m and v, RMSprop's momentum and mean square. */
 #define CG_OPT_SLOTS 2
+/* Rows of a loss's kernel whose gradient's sums per class are added together
+ * first, then the blocks' in order (codegen_ops.c emit_sce_rows). */
+#define CG_SCE_BLOCK 64
 
 /* The storage of one graph: the model graph, or one scan body. */
 typedef struct CgGraphPlan {
@@ -347,6 +350,7 @@ void cg_init_native(void);
 int64_t cg_size(int64_t batch, const Node *n);   /* elements, the batch included */
 bool cg_has_code(OpKind op);     /* false for values the caller or a scan writes */
 const Node *cg_loss_writes_grad(const Node *loss); /* the gradient a loss's kernel writes too, or NULL */
+const Node *cg_loss_writes_bias(const Node *grad); /* and the bias gradient it sums, or NULL */
 
 LLVMValueRef cg_i64(Cg *cg, int64_t v);
 LLVMValueRef cg_f32(Cg *cg, double v);

@@ -838,6 +838,20 @@ const Node *cg_loss_writes_grad(const Node *n) {
     return NULL;
 }
 
+/* The bias gradient the loss's row pass (cg_loss_writes_grad) sums too, or
+ * NULL: a sum_to of the gradient over every row to one value per class. */
+const Node *cg_loss_writes_bias(const Node *grad) {
+    const Graph *g = grad->graph;
+    int64_t C = last_dim(grad);
+    for (int k = grad->id + 1; k < g->nodes.len; k++) {
+        const Node *x = g->nodes.items[k];
+        if (x->op == OP_SUM_TO && x->in[0] == grad && !x->type.batched && x->type.rank == 1 &&
+            x->type.dims[0] == C && x->type.dtype == DT_F32)
+            return x;
+    }
+    return NULL;
+}
+
 /* A row of SCE from f32 logits: the row's loss term, its log-sum-exp in
  * *lse; with grad, the row of d(loss)/d(logits) times scale into grad's
  * row at gp. The exps are f32 (cg_expf, as softmax takes them), kept in a
@@ -845,7 +859,7 @@ const Node *cg_loss_writes_grad(const Node *n) {
  * target's one. */
 static LLVMValueRef sce_logits_row(Cg *cg, const Node *p, const Node *y, const Node *grad, LLVMValueRef pp,
                                    LLVMValueRef yp, LLVMValueRef gp, LLVMValueRef li, int64_t C, double scale,
-                                   LLVMValueRef *lse) {
+                                   LLVMValueRef colsum, LLVMValueRef *lse) {
     LLVMValueRef row = cg_mul(cg, li, C), k = checked_id(cg, y, yp, li, C);
     LLVMValueRef top = row_max_f32(cg, pp, row, C), buf = cg_stack_array(cg, cg->t_f32, C);
     CgLoop lc = cg_loop_begin(cg, C);
@@ -858,7 +872,10 @@ static LLVMValueRef sce_logits_row(Cg *cg, const Node *p, const Node *y, const N
         lc = cg_loop_begin(cg, C);
         LLVMValueRef hit = sel(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, lc.i, k, ""), cg_f64(cg, 1), cg_f64(cg, 0));
         LLVMValueRef d = fsub(cg, fmul(cg, to_f64(cg, cg_load(cg, cg->t_f32, buf, lc.i)), inv), hit);
-        cg_stored_as_f32(cg, gp, cg_add(cg, row, lc.i), fmul(cg, d, cg_f64(cg, scale)));
+        LLVMValueRef gf = LLVMBuildFPTrunc(cg->b, fmul(cg, d, cg_f64(cg, scale)), cg->t_f32, "");
+        cg_storef(cg, gp, cg_add(cg, row, lc.i), gf);
+        /* The bias gradient's share: the value stored, in double. */
+        if (colsum) cg_store(cg, cg->t_f64, colsum, lc.i, fadd(cg, cg_load(cg, cg->t_f64, colsum, lc.i), to_f64(cg, gf)));
         cg_loop_end(cg, &lc);
     }
     return fsub(cg, *lse, cg_loadd(cg, p, pp, cg_add(cg, row, k)));
@@ -895,6 +912,56 @@ static void add_in_order(Cg *cg, LLVMValueRef sum, LLVMValueRef buf, int64_t n) 
     cg_loop_end(cg, &l);
 }
 
+/* SCE from f32 logits over its R rows, on threads by blocks of
+ * CG_SCE_BLOCK rows: each row's term and log-sum-exp into the node's working
+ * storage, the gradient's row where cg_loss_writes_grad says, and, for
+ * cg_loss_writes_bias, the block's sum of the gradient per class into a row
+ * of C doubles after those; the blocks' rows are then added in block order,
+ * per class. The blocks do not depend on the threads, nor does the order. */
+static void emit_sce_rows(Cg *cg, const Node *n, int64_t R, int64_t C, int64_t P) {
+    const Node *p = n->in[0], *y = n->in[1], *grad = cg_loss_writes_grad(n);
+    const Node *bias = grad ? cg_loss_writes_bias(grad) : NULL;
+    /* d(loss) is the constant the caller's load of it would find, over the positions. */
+    double scale = grad ? (double)(float)grad->in[2]->constant / (double)R : 0;
+    int64_t blocks = (R + CG_SCE_BLOCK - 1) / CG_SCE_BLOCK;
+    int64_t max_parts = cg_max_parts(cg, (double)R * (double)C, CG_PART_ELEMS, blocks);
+    CgPar par;
+    cg_par_begin_node(cg, &par, NULL, 0);
+    LLVMValueRef from = cg_part_start(cg, &par, blocks);
+    CgLoop lb = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &par, blocks), from, ""));
+    LLVMValueRef block = cg_add(cg, from, lb.i), terms = cg_extra(cg, n), colsum = NULL;
+    if (bias) {
+        colsum = cg_gep(cg, cg->t_f64, terms, cg_add(cg, cg_i64(cg, 2 * R), cg_mul(cg, block, C)));
+        CgLoop lz = cg_loop_begin(cg, C);
+        cg_store(cg, cg->t_f64, colsum, lz.i, cg_f64(cg, 0));
+        cg_loop_end(cg, &lz);
+    }
+    LLVMValueRef r0 = cg_mul(cg, block, CG_SCE_BLOCK), r1 = cg_add(cg, r0, cg_i64(cg, CG_SCE_BLOCK));
+    r1 = sel(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, r1, cg_i64(cg, R), ""), r1, cg_i64(cg, R));
+    CgLoop lr = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, r1, r0, ""));
+    LLVMValueRef row = cg_add(cg, r0, lr.i), li, lse;
+    LLVMValueRef pp = row_example(cg, p, row, P, &li), yp = row_example(cg, y, row, P, &li);
+    LLVMValueRef gp = grad ? row_example(cg, grad, row, P, &li) : NULL;
+    LLVMValueRef v = sce_logits_row(cg, p, y, grad, pp, yp, gp, li, C, scale, colsum, &lse);
+    cg_store(cg, cg->t_f64, terms, row, v);
+    cg_store(cg, cg->t_f64, terms, cg_add(cg, row, cg_i64(cg, R)), lse);
+    cg_loop_end(cg, &lr);
+    cg_loop_end(cg, &lb);
+    cg_par_end(cg, &par, max_parts, 0);
+    if (!bias) return;
+    /* Back on the calling thread: block 0's row takes the others in order. */
+    LLVMValueRef first = cg_gep(cg, cg->t_f64, cg_extra(cg, n), cg_i64(cg, 2 * R)), bp = cg_base(cg, bias);
+    CgLoop lk = cg_loop_begin(cg, blocks - 1);
+    LLVMValueRef other = cg_gep(cg, cg->t_f64, first, cg_mul(cg, cg_add(cg, lk.i, cg_i64(cg, 1)), C));
+    CgLoop lc = cg_loop_begin(cg, C);
+    cg_store(cg, cg->t_f64, first, lc.i, fadd(cg, cg_load(cg, cg->t_f64, first, lc.i), cg_load(cg, cg->t_f64, other, lc.i)));
+    cg_loop_end(cg, &lc);
+    cg_loop_end(cg, &lk);
+    lc = cg_loop_begin(cg, C);
+    cg_stored_as_f32(cg, bp, lc.i, cg_load(cg, cg->t_f64, first, lc.i));
+    cg_loop_end(cg, &lc);
+}
+
 static void emit_loss(Cg *cg, const Node *n) {
     const Node *p = n->in[0], *y = n->in[1];
     OpKind loss = n->op;
@@ -902,20 +969,14 @@ static void emit_loss(Cg *cg, const Node *n) {
     int64_t C = loss_width(cg, n, loss, p, y), P = elems(p) / C, R = nex(cg, p) * P;
     if (cg->error) return;
     LLVMValueRef sum = cg_local(cg, cg->t_f64, cg_f64(cg, 0));
-    if (loss == OP_SCE || loss == OP_CCE) {
+    if (loss == OP_SCE && logits && p->type.dtype == DT_F32 && C <= MAX_ROW_SCRATCH) {
+        emit_sce_rows(cg, n, R, C, P);
+        add_in_order(cg, sum, cg_extra(cg, n), R);
+    } else if (loss == OP_SCE || loss == OP_CCE) {
         RowPar rp;
         rows_begin(cg, &rp, R, C, NULL, 0);
-        LLVMValueRef li, pp = row_example(cg, p, rp.row, P, &li), yp = row_example(cg, y, rp.row, P, &li), lse, v;
-        const Node *grad = cg_loss_writes_grad(n);
-        if (loss == OP_SCE && logits && p->type.dtype == DT_F32) {
-            /* d(loss) is the constant the caller's load of it would find, over the positions. */
-            double scale = grad ? (double)(float)grad->in[2]->constant / (double)R : 0;
-            LLVMValueRef gp = grad ? row_example(cg, grad, rp.row, P, &li) : NULL;
-            v = sce_logits_row(cg, p, y, grad, pp, yp, gp, li, C, scale, &lse);
-        } else {
-            v = class_loss(cg, loss, logits, p, y, pp, yp, li, C, &lse);
-        }
-        LLVMValueRef terms = cg_extra(cg, n);
+        LLVMValueRef li, pp = row_example(cg, p, rp.row, P, &li), yp = row_example(cg, y, rp.row, P, &li), lse;
+        LLVMValueRef v = class_loss(cg, loss, logits, p, y, pp, yp, li, C, &lse), terms = cg_extra(cg, n);
         cg_store(cg, cg->t_f64, terms, rp.row, v);
         cg_store(cg, cg->t_f64, terms, cg_add(cg, rp.row, cg_i64(cg, R)), lse);
         rows_end(cg, &rp);

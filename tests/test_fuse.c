@@ -531,6 +531,10 @@ START_TEST(softmax_ce_fused) {
     /* Categorical, on sequences. */
     equivalent(op_models[5], NULL, 2, all_passes, SAME, "categorical");
     equivalent(op_models[3], NULL, 2, all_passes, SAME, "sparse");
+    /* Rows enough for the loss's kernel to sum the bias gradient by blocks
+     * (CG_SCE_BLOCK), the last one short. */
+    generated_agrees(op_models[3], NULL, 2 * CG_SCE_BLOCK + 22, all_passes, "sparse, blocks of rows");
+    generated_agrees(op_models[4], NULL, 2 * CG_SCE_BLOCK + 22, all_passes, "sparse from logits, blocks of rows");
 }
 END_TEST
 
