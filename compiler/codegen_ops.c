@@ -831,7 +831,7 @@ const Node *cg_loss_writes_grad(const Node *n) {
     for (int k = n->id + 1; k < g->nodes.len; k++) {
         const Node *x = g->nodes.items[k], *dl = x->nin == 3 ? x->in[2] : NULL;
         if (x->op == OP_LOSS_GRAD && x->loss.loss == OP_SCE && x->loss.from_logits && x->in[0] == p &&
-            x->in[1] == n->in[1] && dl->op == OP_CONST && !dl->type.batched && elems(dl) == 1 &&
+            x->in[1] == n->in[1] && dl && dl->op == OP_CONST && !dl->type.batched && elems(dl) == 1 &&
             type_equal(&x->type, &p->type) && forward_loss(x) == n)
             return x;
     }
