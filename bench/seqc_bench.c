@@ -14,7 +14,7 @@
  * line on stdout:
  *
  *     model=NAME median_ms= min_ms= max_ms= ready_ms= first_step_ms= optimized_ms= quick_llvm_ms= llvm_ms=
- *     gflop= gflops= slab_mb= act_mb= rss_mb= threads=
+ *     gflop= gflops= products_ms= products_gflops= slab_mb= act_mb= rss_mb= threads=
  *
  * --threads T: the kernels' threads (runtime/pool.h; default one per core).
  *
@@ -33,6 +33,12 @@
  * kernel's record of it, which counts in 10 ms ticks. The timed steps run
  * the optimized code. gflop counts the matrix products of one step
  * (forward, backward, recomputation, every time step): 2 M N K each.
+ * products_ms is the time a timed step spends in the product kernels (a
+ * product with the elementwise epilogue fused into it included, gates and
+ * all), as the thread pool counts them (rt_products_count), and
+ * products_gflops their FLOPs over that time: the products' own rate. A
+ * product of one or two rows, or one inside a scan that runs beside
+ * another, is not counted.
  *
  * --infer times the inference variant instead (batch 1; one time step of a
  * stateful model, as `sample` runs it): N calls of 1,000 steps each, and
@@ -305,12 +311,16 @@ int main(int argc, char **argv) {
         goto done;
     }
     for (int s = 0; s < warmup + steps; s++) {
+        if (s == warmup) rt_products_count(true);
         double t0 = now_ms();
         step(slab, 1, (uint64_t)s + 2, g->nodes.len);
         if (update && upd) upd(slab, (uint64_t)s + 2, lr);
         double t1 = now_ms();
         if (s >= warmup) times[s - warmup] = t1 - t0;
     }
+    double products_ms, products_flops;
+    rt_products_counted(&products_ms, &products_flops);
+    rt_products_count(false);
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
     double median = steps % 2 ? times[steps / 2] : (times[steps / 2 - 1] + times[steps / 2]) / 2;
     const CgTiming *tt = cg_timing(b.train_code), *ti = cg_timing(b.infer_code);
@@ -318,10 +328,11 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("model=%s median_ms=%.3f min_ms=%.3f max_ms=%.3f ready_ms=%.1f first_step_ms=%.1f optimized_ms=%.1f "
-           "quick_llvm_ms=%.1f llvm_ms=%.1f gflop=%.4f gflops=%.1f slab_mb=%.1f act_mb=%.2f rss_mb=%.1f threads=%d\n",
+           "quick_llvm_ms=%.1f llvm_ms=%.1f gflop=%.4f gflops=%.1f products_ms=%.3f products_gflops=%.1f "
+           "slab_mb=%.1f act_mb=%.2f rss_mb=%.1f threads=%d\n",
            g->name, median, times[0], times[steps - 1], ready, first, optimized_ms, tt->quick_ms,
            tt->quick_ms + tt->passes_ms + tt->jit_ms + ti->quick_ms + ti->passes_ms + ti->jit_ms, gflop,
-           gflop / median * 1e3,
+           gflop / median * 1e3, products_ms / steps, products_ms > 0 ? products_flops / products_ms / 1e6 : 0.0,
            (double)plan->slab_bytes / 1048576.0, activation_mb(g, plan), (double)ru.ru_maxrss / 1024.0, rt_threads());
     status = 0;
 done:

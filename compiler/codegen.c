@@ -1168,6 +1168,7 @@ void cg_par_begin(Cg *cg, CgPar *p, const char *name, const LLVMValueRef *vals, 
     /* The caller's values travel in an array of pointers in its frame,
      * which lives until rt_parallel returns. */
     p->nvals = nvals;
+    p->flops = 0;
     p->ctx = cg_stack_array(cg, cg->t_ptr, nvals > 0 ? nvals : 1);
     for (int k = 0; k < nvals; k++)
         LLVMBuildStore(cg->b, vals[k], cg_gep(cg, cg->t_ptr, p->ctx, cg_i64(cg, k)));
@@ -1213,6 +1214,10 @@ void cg_par_begin_node(Cg *cg, CgPar *p, const LLVMValueRef *extra, int nextra) 
 
 void cg_par_end(Cg *cg, CgPar *p, int64_t max_parts, int64_t scratch_bytes) {
     cg_helper_end(cg, &p->saved);
+    if (p->flops > 0) {
+        LLVMValueRef flops = cg_f64(cg, p->flops);
+        cg_call(cg, cg->product_next, &flops, 1);
+    }
     LLVMValueRef args[4] = {p->fn, p->ctx, cg_i64(cg, max_parts < 1 ? 1 : max_parts), cg_i64(cg, scratch_bytes)};
     cg_call(cg, cg->parallel, args, 4);
 }
@@ -1501,6 +1506,7 @@ static void declare_runtime(Cg *cg) {
     cg->dropout = declare(cg, "rt_dropout_mask_f32", cg->t_void, drop, 5);
     LLVMTypeRef par[4] = {cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64};
     cg->parallel = declare(cg, "rt_parallel", cg->t_void, par, 4);
+    cg->product_next = declare(cg, "rt_product_next", cg->t_void, &f64, 1);
 }
 
 /* `<name><suffix>`, the name made a C identifier. */

@@ -264,7 +264,7 @@ typedef struct Cg {
     LLVMBuilderRef b;
     LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
     LLVMTypeRef t_node;         /* void (ptr slab, i32 training, i64 seed) */
-    CgFn logf, log, pow, sqrtf, sqrt, fabs, trap, dropout, parallel;
+    CgFn logf, log, pow, sqrtf, sqrt, fabs, trap, dropout, parallel, product_next;
     const CgPlan *plan;
     int64_t batch;
     /* The width of the values an elementwise rule builds: 1 (scalars), or a
@@ -330,6 +330,7 @@ typedef struct CgPar {
     int nvals;
     LLVMValueRef vals[CG_PAR_VALS];
     LLVMValueRef part, nparts, scratch;
+    double flops; /* a product's, for rt_product_next; 0 for other kernels */
 } CgPar;
 void cg_par_begin(Cg *cg, CgPar *p, const char *name, const LLVMValueRef *vals, int nvals);
 /* The same for the node function being built: its slab is p->vals[0] (and

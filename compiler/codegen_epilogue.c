@@ -427,6 +427,7 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     LLVMValueRef buf = cg_stack_array(cg, cg->t_f32, (int64_t)MAX_ACC * LANES);
     if (rows_first) {
         emit_by_rows(cg, &G, &par, nv, buf, val);
+        par.flops = flops;
         cg_par_end(cg, &par, max_parts, 0);
         free(val);
         return G.n;
@@ -472,6 +473,7 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
         }
         cg_endif(cg, &f);
     }
+    par.flops = flops;
     cg_par_end(cg, &par, max_parts, 0);
     free(val);
     return G.n;

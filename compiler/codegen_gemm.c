@@ -443,6 +443,7 @@ void cg_gemm(Cg *cg, const CgGemm *g) {
             inner.b = par.vals[1];
             inner.c = par.vals[2];
             emit_part(cg, &inner, &par, &sp);
+            par.flops = 2.0 * (double)g->M * (double)g->N * (double)g->P;
             cg_par_end(cg, &par, sp.max_parts, sp.scratch_bytes);
         }
         cg_helper_end(cg, &saved);

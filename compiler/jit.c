@@ -46,7 +46,7 @@ typedef struct RuntimeSymbol {
 
 #define SYM(f) {#f, (void (*)(void))f}
 static const RuntimeSymbol runtime_symbols[] = {
-    SYM(rt_dropout_mask_f32), SYM(rt_parallel), SYM(logf), SYM(log), SYM(pow),
+    SYM(rt_dropout_mask_f32), SYM(rt_parallel), SYM(rt_product_next), SYM(logf), SYM(log), SYM(pow),
 };
 #undef SYM
 

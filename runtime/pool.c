@@ -64,6 +64,25 @@ static struct {
 
 static _Thread_local bool in_task;
 static _Thread_local int64_t own_part; /* the part this thread runs, in a task */
+static _Thread_local double next_flops; /* rt_product_next's, for the next kernel */
+static struct {
+    bool on;
+    int64_t ns;
+    double flops;
+} products;
+
+void rt_product_next(double flops) { next_flops = flops; }
+
+void rt_products_count(bool on) {
+    products.on = on;
+    products.ns = 0;
+    products.flops = 0;
+}
+
+void rt_products_counted(double *ms, double *flops) {
+    *ms = (double)products.ns / 1e6;
+    *flops = products.flops;
+}
 
 static inline void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -173,7 +192,22 @@ static void grow_scratch(int64_t part, int64_t bytes) {
     pool.scratch_bytes[part] = (int64_t)size;
 }
 
+static void run_task(RtTask fn, void *ctx, int64_t max_parts, int64_t scratch_bytes);
+
 void rt_parallel(RtTask fn, void *ctx, int64_t max_parts, int64_t scratch_bytes) {
+    double flops = next_flops;
+    next_flops = 0;
+    if (!products.on || flops <= 0 || in_task) {
+        run_task(fn, ctx, max_parts, scratch_bytes);
+        return;
+    }
+    int64_t t0 = now_ns();
+    run_task(fn, ctx, max_parts, scratch_bytes);
+    products.ns += now_ns() - t0;
+    products.flops += flops;
+}
+
+static void run_task(RtTask fn, void *ctx, int64_t max_parts, int64_t scratch_bytes) {
     if (in_task) {
         /* A kernel of a part (a scan running beside another): whole, here.
          * Each thread grows only its own part's scratch, and the part that

@@ -16,6 +16,7 @@
 #ifndef SEQC_RUNTIME_POOL_H
 #define SEQC_RUNTIME_POOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* The most threads a pool runs (the caller included). */
@@ -29,6 +30,14 @@ typedef void (*RtTask)(void *ctx, int64_t part, int64_t nparts, void *scratch);
  * independent scans run side by side, one a part, and their kernels call
  * it), it runs fn whole on that part's thread, with that part's scratch. */
 void rt_parallel(RtTask fn, void *ctx, int64_t max_parts, int64_t scratch_bytes);
+
+/* The matrix products' rate (seqc-bench): a product's kernel calls
+ * rt_product_next with its FLOPs just before its rt_parallel, and while
+ * counting is on the pool adds up those calls' wall time and FLOPs. A
+ * product run from a part (a scan beside another) is not counted. */
+void rt_product_next(double flops);
+void rt_products_count(bool on);
+void rt_products_counted(double *ms, double *flops);
 
 /* The threads kernels use from now on: n >= 1, or 0 for one per core this
  * process may run on. Capped at RT_MAX_THREADS. Call it between kernels,
