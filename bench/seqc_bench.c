@@ -46,7 +46,8 @@
  *
  * --peak measures the machine's FP32 FMA throughput with a kernel of
  * independent vector FMAs (the widest vectors the CPU has), on one thread and
- * on every core, and prints: peak1_gflops= peakall_gflops= cores= */
+ * on every core, the best of three tries of each, and prints: peak1_gflops=
+ * peakall_gflops= cores= */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -134,16 +135,23 @@ static void *fma_thread(void *arg) {
     return NULL;
 }
 
+/* The best of three tries each: a virtual machine's core taken by its host
+ * for a moment makes one try read low (once, two cores read as one). */
 static int peak(void) {
-    double t0 = now_ms(), f1 = run_fma(), t1 = now_ms();
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1) cores = 1;
     pthread_t *th = calloc((size_t)cores, sizeof *th);
-    double *fl = calloc((size_t)cores, sizeof *fl), t2 = now_ms(), total = 0;
-    for (long c = 0; c < cores; c++) pthread_create(&th[c], NULL, fma_thread, &fl[c]);
-    for (long c = 0; c < cores; c++) pthread_join(th[c], NULL), total += fl[c];
-    double t3 = now_ms();
-    printf("peak1_gflops=%.1f peakall_gflops=%.1f cores=%ld\n", f1 / (t1 - t0) / 1e6, total / (t3 - t2) / 1e6, cores);
+    double *fl = calloc((size_t)cores, sizeof *fl), one = 0, all = 0;
+    for (int t = 0; t < 3; t++) {
+        double t0 = now_ms(), f1 = run_fma(), t1 = now_ms();
+        if (f1 / (t1 - t0) / 1e6 > one) one = f1 / (t1 - t0) / 1e6;
+        double t2 = now_ms(), total = 0;
+        for (long c = 0; c < cores; c++) pthread_create(&th[c], NULL, fma_thread, &fl[c]);
+        for (long c = 0; c < cores; c++) pthread_join(th[c], NULL), total += fl[c];
+        double t3 = now_ms();
+        if (total / (t3 - t2) / 1e6 > all) all = total / (t3 - t2) / 1e6;
+    }
+    printf("peak1_gflops=%.1f peakall_gflops=%.1f cores=%ld\n", one, all, cores);
     free(th);
     free(fl);
     return 0;
