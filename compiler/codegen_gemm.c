@@ -294,6 +294,12 @@ typedef struct Share {
  * is packed always: its panels become rows. */
 static bool packs_b(const CgGemm *g) { return g->b_trans || g->M > MC; }
 
+/* Floats of a part's scratch for B's packed panels of kc terms (none when
+ * B is read where it lies); A's block follows them. */
+static int64_t b_panels_floats(const CgGemm *g, int64_t kc) {
+    return packs_b(g) ? kc * ((g->N + WIDE - 1) / WIDE) * WIDE : 0;
+}
+
 /* Rows i0 .. i0 + mc, the share's panels, the kc terms packed in ap and bp
  * (or B read where it lies: packs_b). */
 static void row_block(Cg *cg, const CgGemm *g, const Share *s, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef i0,
@@ -377,7 +383,7 @@ static Split plan_split(const Cg *cg, const CgGemm *g) {
     s.units = s.by_panels ? panels : slivers;
     double flops = 2.0 * (double)g->M * (double)g->N * (double)g->P;
     s.max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, s.units);
-    s.scratch_bytes = (kc * panels * WIDE + (int64_t)MC * kc) * 4;
+    s.scratch_bytes = (b_panels_floats(g, kc) + (int64_t)MC * kc) * 4;
     return s;
 }
 
@@ -394,7 +400,7 @@ static void emit_part(Cg *cg, const CgGemm *g, const CgPar *par, const Split *sp
         s.r1 = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, r1, s.r1, ""), r1, s.r1, "");
     }
     int64_t kc = g->P < KC ? g->P : KC;
-    LLVMValueRef bp = par->scratch, ap = cg_gep(cg, cg->t_f32, par->scratch, cg_i64(cg, kc * panels * WIDE));
+    LLVMValueRef bp = par->scratch, ap = cg_gep(cg, cg->t_f32, par->scratch, cg_i64(cg, b_panels_floats(g, kc)));
     int64_t full = g->P / kc, rest = g->P % kc;
     CgLoop lk = cg_loop_begin(cg, full);
     k_block(cg, g, &s, ap, bp, cg_mul(cg, lk.i, kc), kc);
