@@ -1430,6 +1430,13 @@ static void lower_graph(Cg *cg, const Graph *g) {
     free(taken);
 }
 
+/* Node k's function, when k < upto. */
+static void call_below(Cg *cg, LLVMValueRef fn, int k, LLVMValueRef upto, LLVMValueRef *args) {
+    CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, cg_i64(cg, k), upto, ""));
+    LLVMBuildCall2(cg->b, cg->t_node, fn, args, 3, "");
+    cg_endif(cg, &f);
+}
+
 /* void <name>(ptr slab, i32 training, i64 dropout_seed, i32 upto): the model's
  * nodes [0, upto) in order. */
 static void lower_entry(Cg *cg, const Graph *g, const char *name) {
@@ -1464,19 +1471,13 @@ static void lower_entry(Cg *cg, const Graph *g, const char *name) {
             for (int k = i + 1; k < j; k++)
                 if (cg->fns[0][k] && needs_i[k]) LLVMBuildCall2(cg->b, cg->t_node, cg->fns[0][k], args, 3, "");
             cg_else(cg, &both);
-            for (int k = i; k < j; k++) {
-                if (!cg->fns[0][k]) continue;
-                CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, cg_i64(cg, k), upto, ""));
-                LLVMBuildCall2(cg->b, cg->t_node, cg->fns[0][k], args, 3, "");
-                cg_endif(cg, &f);
-            }
+            for (int k = i; k < j; k++)
+                if (cg->fns[0][k]) call_below(cg, cg->fns[0][k], k, upto, args);
             cg_endif(cg, &both);
             i = j;
             continue;
         }
-        CgIf f = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, cg_i64(cg, i), upto, ""));
-        LLVMBuildCall2(cg->b, cg->t_node, cg->fns[0][i], args, 3, "");
-        cg_endif(cg, &f);
+        call_below(cg, cg->fns[0][i], i, upto, args);
     }
     free(needs_i);
     free(partner);
