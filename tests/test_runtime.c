@@ -609,6 +609,41 @@ START_TEST(test_slab_zeroed_aligned) {
 }
 END_TEST
 
+/* The products' counter (seqc-bench's products_gflops): a kernel announced
+ * by rt_product_next counts its FLOPs and time; one not announced, one run
+ * from a part, or one run while counting is off does not. */
+static void busy_part(void *ctx, int64_t part, int64_t nparts, void *scratch) {
+    (void)part, (void)nparts, (void)scratch;
+    volatile double x = 0;
+    for (int i = 0; i < 200000; i++) x += 1.0;
+    *(double *)ctx += x > 0;
+}
+
+static void nesting_part(void *ctx, int64_t part, int64_t nparts, void *scratch) {
+    (void)part, (void)nparts, (void)scratch;
+    rt_product_next(1e9);
+    rt_parallel(busy_part, ctx, 1, 0);
+}
+
+START_TEST(test_products_counted) {
+    double runs = 0, ms, flops;
+    rt_product_next(1e6);
+    rt_parallel(busy_part, &runs, 1, 0); /* counting is off */
+    rt_products_count(true);
+    rt_product_next(1e6);
+    rt_parallel(busy_part, &runs, 1, 0);
+    rt_parallel(busy_part, &runs, 1, 0); /* not announced */
+    rt_parallel(nesting_part, &runs, 1, 0);
+    rt_products_counted(&ms, &flops);
+    rt_products_count(false);
+    ck_assert(runs == 4);
+    ck_assert_msg(flops == 1e6, "%g FLOPs counted", flops);
+    ck_assert(ms > 0);
+    rt_products_counted(&ms, &flops);
+    ck_assert(flops == 0 && ms == 0);
+}
+END_TEST
+
 static Suite *rng_suite(void) {
     Suite *s = suite_create("rng");
     TCase *tc = tcase_create("core");
@@ -650,6 +685,7 @@ static Suite *init_suite(void) {
     tcase_add_test(tc, test_init_same_seed_same_weights);
     tcase_add_test(tc, test_init_round_f32);
     tcase_add_test(tc, test_slab_zeroed_aligned);
+    tcase_add_test(tc, test_products_counted);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;
