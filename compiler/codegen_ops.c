@@ -819,7 +819,9 @@ static int64_t loss_width(Cg *cg, const Node *n, OpKind loss, const Node *p, con
  * same logits and target, scaled by a constant d(loss) (the backward pass's
  * seed). The pass then reads each row of logits once and takes its exps
  * once. A model graph's nodes each have storage of their own (plan_graph),
- * so writing the gradient before its place in the graph overwrites nothing. */
+ * so writing the gradient before its place in the graph overwrites nothing
+ * but, where logits_alias puts it, the logits, which nothing else that runs
+ * reads. */
 static const Node *forward_loss(const Node *n);
 
 const Node *cg_loss_writes_grad(const Node *n) {
@@ -867,6 +869,8 @@ static LLVMValueRef sce_logits_row(Cg *cg, const Node *p, const Node *y, const N
     cg_loop_end(cg, &lc);
     LLVMValueRef sum = lane_sum(cg, cg->t_f32, buf, cg_i64(cg, 0), C);
     *lse = fadd(cg, LLVMBuildFPExt(cg->b, top, cg->t_f64, ""), cg_call1(cg, cg->log, sum));
+    /* Read before the gradient's row is written: it may go over the logits. */
+    LLVMValueRef target = cg_loadd(cg, p, pp, cg_add(cg, row, k));
     if (grad) {
         LLVMValueRef inv = fdiv(cg, cg_f64(cg, 1), sum);
         lc = cg_loop_begin(cg, C);
@@ -878,7 +882,7 @@ static LLVMValueRef sce_logits_row(Cg *cg, const Node *p, const Node *y, const N
         if (colsum) cg_store(cg, cg->t_f64, colsum, lc.i, fadd(cg, cg_load(cg, cg->t_f64, colsum, lc.i), to_f64(cg, gf)));
         cg_loop_end(cg, &lc);
     }
-    return fsub(cg, *lse, cg_loadd(cg, p, pp, cg_add(cg, row, k)));
+    return fsub(cg, *lse, target);
 }
 
 /* A row of classes of SCE or CCE: the row's loss term; its log-sum-exp

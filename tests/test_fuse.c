@@ -538,6 +538,42 @@ START_TEST(softmax_ce_fused) {
 }
 END_TEST
 
+/* The offsets of the logits of model `text`'s loss and of the gradient by
+ * them, lowered for the batch. */
+static void logits_and_grad(const char *text, int64_t batch, int64_t *logits, int64_t *grad) {
+    Loaded l;
+    load(&l, text, NULL, batch, all_passes);
+    Graph *g = l.model.graph;
+    char *err = NULL;
+    CgModule *m = cg_lower(g, g->name, &err);
+    ck_assert_msg(m != NULL, "%s", err ? err : "?");
+    const Node *z = g->loss->in[0], *dz = NULL;
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *x = g->nodes.items[i];
+        if (x->op == OP_LOSS_GRAD && x->in[0] == z) dz = x;
+    }
+    ck_assert_ptr_nonnull(dz);
+    *logits = cg_plan_offset(cg_plan(m), z);
+    *grad = cg_plan_offset(cg_plan(m), dz);
+    cg_free(m);
+    unload(&l);
+}
+
+/* The loss's row pass writes the gradient over the logits when nothing else
+ * reads them (softmax fused into the loss: the model's output, the
+ * probabilities, is not computed in training), reading the target's logit
+ * first: the loss and gradients agree with the interpreter's. Not when the
+ * logits are the model's output too. */
+START_TEST(loss_grad_over_logits) {
+    int64_t z, dz;
+    logits_and_grad(op_models[3], 2 * CG_SCE_BLOCK + 22, &z, &dz);
+    ck_assert_int_eq(dz, z);
+    generated_agrees(op_models[3], NULL, 2 * CG_SCE_BLOCK + 22, all_passes, "sparse, in place");
+    logits_and_grad(op_models[4], 8, &z, &dz);
+    ck_assert_int_ne(dz, z);
+}
+END_TEST
+
 /* Probabilities below Keras' 1e-7 clip: the fused loss is the exact one, so
  * compare its gradient with finite differences instead of the clipped form. */
 START_TEST(softmax_ce_large_logits) {
@@ -745,6 +781,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(st, dropout_masks_keep_their_ids);
     tcase_add_test(st, softmax_ce_fused);
     tcase_add_test(st, softmax_ce_large_logits);
+    tcase_add_test(st, loss_grad_over_logits);
     tcase_add_test(st, window_memory_bounded);
     tcase_add_test(st, unread_output_not_computed);
     suite_add_tcase(s, st);
