@@ -1353,8 +1353,28 @@ static int chain_length(const Graph *g, int i, const bool *taken) {
     return len;
 }
 
+/* Whether the host reads model graph g's value x: the manifest's tensors
+ * (manifest.c) that a step computes, the loss, the output, the metrics, the
+ * gradients and the states' new values. */
+static bool host_reads(const Graph *g, const Node *x) {
+    if (x == g->loss || x == g->output) return true;
+    const PtrVec *lists[3] = {&g->outputs, &g->metrics, &g->grads};
+    for (int l = 0; l < 3; l++)
+        for (int i = 0; i < lists[l]->len; i++)
+            if (lists[l]->items[i] == x) return true;
+    for (int i = 0; i < g->updates.len; i++) {
+        const Update *u = g->updates.items[i];
+        if (u->value == x || u->var == x) return true;
+    }
+    return false;
+}
+
+/* A fused kernel stores a member's value only where something reads it:
+ * a node of the graph outside the group, or the host. (Every member of a
+ * model graph's groups was stored: wordlm's output layer wrote its 20 MB
+ * product before the bias as well as the logits.) */
 bool cg_read_outside(const Graph *g, const Node *x, const Node *const *members, int n) {
-    if (!g->parent) return true; /* a model graph's values may be read by the host */
+    if (!g->parent && host_reads(g, x)) return true;
     for (int k = 0; k < g->outputs.len; k++)
         if (g->outputs.items[k] == x) return true;
     for (int k = 0; k < g->nodes.len; k++) {

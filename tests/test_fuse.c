@@ -574,6 +574,49 @@ START_TEST(loss_grad_over_logits) {
 }
 END_TEST
 
+/* A fused kernel of a model graph stores only what something reads: the
+ * dense layer's product (16 units wide, so that it and its bias make one
+ * kernel: codegen_epilogue.c) before its bias goes no further than the kernel
+ * (its storage stays as the slab came, zero), the logits after the bias do
+ * (the loss reads them, and agrees with the interpreter's). */
+static const char wide_softmax[] = "model m { input x: f32[3]  target y: i32[]\n"
+                                   "  p = dense(x, units: 16, activation: softmax)\n"
+                                   "  loss sparse_categorical_crossentropy(p, y) }";
+
+START_TEST(unread_member_not_stored) {
+    Loaded l;
+    load(&l, wide_softmax, NULL, 8, all_passes);
+    Graph *g = l.model.graph;
+    Interp *it = fill(g, PREC_F32, NULL, NULL);
+    char *err = NULL;
+    CgModule *m = cg_lower(g, g->name, &err);
+    ck_assert_msg(m != NULL, "%s", err ? err : "?");
+    CgJit *j = cg_jit(m, &err);
+    ck_assert_msg(j != NULL, "%s", err ? err : "?");
+    const CgPlan *plan = cg_plan(m);
+    uint8_t *slab = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
+    ck_assert_ptr_nonnull(slab);
+    memset(slab, 0, (size_t)plan->slab_bytes);
+    gradcheck_write_slab(it, g, plan->offset, slab);
+    cg_jit_entry(j)(slab, 1, 2, g->nodes.len);
+    const Node *product = NULL;
+    for (int i = 0; i < g->nodes.len && !product; i++)
+        if (((Node *)g->nodes.items[i])->op == OP_MATMUL) product = g->nodes.items[i];
+    ck_assert_ptr_nonnull(product);
+    const float *z = (const float *)(void *)(slab + cg_plan_offset(plan, product));
+    int64_t nonzero = 0;
+    for (int64_t k = 0; k < 8 * type_elements(&product->type); k++) nonzero += z[k] != 0;
+    ck_assert_int_eq(nonzero, 0);
+    ck_assert(*(const float *)(void *)(slab + cg_plan_offset(plan, g->loss)) > 0);
+    free(slab);
+    cg_jit_free(j);
+    cg_free(m);
+    interp_free(it);
+    unload(&l);
+    generated_agrees(wide_softmax, NULL, 8, all_passes, "the product before its bias not stored");
+}
+END_TEST
+
 /* Probabilities below Keras' 1e-7 clip: the fused loss is the exact one, so
  * compare its gradient with finite differences instead of the clipped form. */
 START_TEST(softmax_ce_large_logits) {
@@ -782,6 +825,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(st, softmax_ce_fused);
     tcase_add_test(st, softmax_ce_large_logits);
     tcase_add_test(st, loss_grad_over_logits);
+    tcase_add_test(st, unread_member_not_stored);
     tcase_add_test(st, window_memory_bounded);
     tcase_add_test(st, unread_output_not_computed);
     suite_add_tcase(s, st);
