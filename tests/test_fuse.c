@@ -309,46 +309,74 @@ static double f32_error(const float *a, const double *b, int64_t n, double scale
     return worst;
 }
 
-static double generated_agrees(const char *text, const char *path, int64_t batch, Passes how, const char *label) {
+/* A model lowered, compiled and run for one training step, beside the
+ * interpreter's step on the same params and inputs. */
+typedef struct Generated {
     Loaded l;
-    load(&l, text, path, batch, how);
-    Graph *g = l.model.graph;
-    Interp *it = fill(g, PREC_F32, NULL, NULL);
+    Interp *it;
+    CgModule *m;
+    CgJit *j;
+    uint8_t *slab;
+} Generated;
+
+static void generated_run(Generated *r, const char *text, const char *path, int64_t batch, Passes how,
+                          const char *label) {
+    load(&r->l, text, path, batch, how);
+    Graph *g = r->l.model.graph;
+    r->it = fill(g, PREC_F32, NULL, NULL);
     char *err = NULL;
-    CgModule *m = cg_lower(g, g->name, &err);
-    ck_assert_msg(m != NULL, "%s: %s", label, err ? err : "?");
-    CgJit *j = cg_jit(m, &err);
-    ck_assert_msg(j != NULL, "%s: %s", label, err ? err : "?");
-    const CgPlan *plan = cg_plan(m);
-    uint8_t *slab = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
-    ck_assert_ptr_nonnull(slab);
-    memset(slab, 0, (size_t)plan->slab_bytes);
-    gradcheck_write_slab(it, g, plan->offset, slab);
-    interp_run(it, true, 2);
-    cg_jit_entry(j)(slab, 1, 2, g->nodes.len);
+    r->m = cg_lower(g, g->name, &err);
+    ck_assert_msg(r->m != NULL, "%s: %s", label, err ? err : "?");
+    r->j = cg_jit(r->m, &err);
+    ck_assert_msg(r->j != NULL, "%s: %s", label, err ? err : "?");
+    const CgPlan *plan = cg_plan(r->m);
+    r->slab = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
+    ck_assert_ptr_nonnull(r->slab);
+    memset(r->slab, 0, (size_t)plan->slab_bytes);
+    gradcheck_write_slab(r->it, g, plan->offset, r->slab);
+    interp_run(r->it, true, 2);
+    cg_jit_entry(r->j)(r->slab, 1, 2, g->nodes.len);
+}
+
+/* The generated loss (or output) and gradients against the interpreter's:
+ * the worst error, in tolerances. */
+static double generated_check(const Generated *r, const char *label) {
+    const Graph *g = r->l.model.graph;
+    const CgPlan *plan = cg_plan(r->m);
     double scale = 0, worst;
     for (int i = 0; i < g->grads.len; i++) {
         const Node *dp = g->grads.items[i];
         if (!dp) continue;
-        for (int64_t k = 0; k < interp_size(g, dp); k++) scale = fmax(scale, fabs(interp_data(it, dp)[k]));
+        for (int64_t k = 0; k < interp_size(g, dp); k++) scale = fmax(scale, fabs(interp_data(r->it, dp)[k]));
     }
     const Node *first = g->loss ? g->loss : g->output;
-    worst = f32_error((const float *)(void *)(slab + cg_plan_offset(plan, first)), interp_data(it, first),
+    worst = f32_error((const float *)(void *)(r->slab + cg_plan_offset(plan, first)), interp_data(r->it, first),
                       interp_size(g, first), 0);
     ck_assert_msg(worst <= 1, "%s: loss %.3g of the tolerance", label, worst);
     for (int i = 0; i < g->grads.len; i++) {
         const Node *dp = g->grads.items[i], *p = g->params.items[i];
         if (!dp) continue;
-        double e = f32_error((const float *)(void *)(slab + cg_plan_offset(plan, dp)), interp_data(it, dp),
+        double e = f32_error((const float *)(void *)(r->slab + cg_plan_offset(plan, dp)), interp_data(r->it, dp),
                              interp_size(g, dp), scale);
         ck_assert_msg(e <= 1, "%s: gradient of %s: %.3g of the tolerance", label, p->name, e);
         worst = fmax(worst, e);
     }
-    free(slab);
-    cg_jit_free(j);
-    cg_free(m);
-    interp_free(it);
-    unload(&l);
+    return worst;
+}
+
+static void generated_free(Generated *r) {
+    free(r->slab);
+    cg_jit_free(r->j);
+    cg_free(r->m);
+    interp_free(r->it);
+    unload(&r->l);
+}
+
+static double generated_agrees(const char *text, const char *path, int64_t batch, Passes how, const char *label) {
+    Generated r;
+    generated_run(&r, text, path, batch, how, label);
+    double worst = generated_check(&r, label);
+    generated_free(&r);
     return worst;
 }
 
@@ -584,36 +612,22 @@ static const char wide_softmax[] = "model m { input x: f32[3]  target y: i32[]\n
                                    "  loss sparse_categorical_crossentropy(p, y) }";
 
 START_TEST(unread_member_not_stored) {
-    Loaded l;
-    load(&l, wide_softmax, NULL, 8, all_passes);
-    Graph *g = l.model.graph;
-    Interp *it = fill(g, PREC_F32, NULL, NULL);
-    char *err = NULL;
-    CgModule *m = cg_lower(g, g->name, &err);
-    ck_assert_msg(m != NULL, "%s", err ? err : "?");
-    CgJit *j = cg_jit(m, &err);
-    ck_assert_msg(j != NULL, "%s", err ? err : "?");
-    const CgPlan *plan = cg_plan(m);
-    uint8_t *slab = aligned_alloc(CG_ALIGN, (size_t)plan->slab_bytes);
-    ck_assert_ptr_nonnull(slab);
-    memset(slab, 0, (size_t)plan->slab_bytes);
-    gradcheck_write_slab(it, g, plan->offset, slab);
-    cg_jit_entry(j)(slab, 1, 2, g->nodes.len);
+    const char *label = "the product before its bias not stored";
+    Generated r;
+    generated_run(&r, wide_softmax, NULL, 8, all_passes, label);
+    const Graph *g = r.l.model.graph;
+    const CgPlan *plan = cg_plan(r.m);
     const Node *product = NULL;
     for (int i = 0; i < g->nodes.len && !product; i++)
         if (((Node *)g->nodes.items[i])->op == OP_MATMUL) product = g->nodes.items[i];
     ck_assert_ptr_nonnull(product);
-    const float *z = (const float *)(void *)(slab + cg_plan_offset(plan, product));
+    const float *z = (const float *)(void *)(r.slab + cg_plan_offset(plan, product));
     int64_t nonzero = 0;
     for (int64_t k = 0; k < 8 * type_elements(&product->type); k++) nonzero += z[k] != 0;
     ck_assert_int_eq(nonzero, 0);
-    ck_assert(*(const float *)(void *)(slab + cg_plan_offset(plan, g->loss)) > 0);
-    free(slab);
-    cg_jit_free(j);
-    cg_free(m);
-    interp_free(it);
-    unload(&l);
-    generated_agrees(wide_softmax, NULL, 8, all_passes, "the product before its bias not stored");
+    ck_assert(*(const float *)(void *)(r.slab + cg_plan_offset(plan, g->loss)) > 0);
+    generated_check(&r, label);
+    generated_free(&r);
 }
 END_TEST
 
