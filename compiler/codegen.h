@@ -152,6 +152,7 @@ typedef struct CgStats {
     int largest_epilogue;   /* the nodes of the largest one */
     int chains;             /* runs of elementwise nodes as one loop */
     int unread;             /* nodes of a model with a loss that nothing the step must produce reads: not computed */
+    int loss_rows;          /* losses whose row pass runs in the kernel of their logits' product */
 } CgStats;
 
 typedef struct CgModule CgModule;
@@ -275,6 +276,10 @@ typedef struct Cg {
     bool split_small;           /* SEQC_SPLIT_SMALL: cg_max_parts */
     CgStats stats;
     LLVMValueRef **fns;         /* by graph plan index, by node id: the node's function or NULL */
+    /* SCE losses whose row pass the epilogue of their logits' product ran
+     * (cg_emit_epilogue): their own kernel only adds up. */
+    const Node *sce_rows_done[8];
+    int nsce_rows_done;
     /* the function being built */
     LLVMValueRef fn, slab, training, seed;
     /* cg_copy_examples copies examples [copy_from, copy_to) only (an
@@ -352,6 +357,12 @@ int64_t cg_size(int64_t batch, const Node *n);   /* elements, the batch included
 bool cg_has_code(OpKind op);     /* false for values the caller or a scan writes */
 const Node *cg_loss_writes_grad(const Node *loss); /* the gradient a loss's kernel writes too, or NULL */
 const Node *cg_loss_writes_bias(const Node *grad); /* and the bias gradient it sums, or NULL */
+/* The row pass of SCE node n from f32 logits (with cg_loss_writes_grad) by
+ * blocks of CG_SCE_BLOCK rows: cg_sce_block_begin zeroes the bias
+ * gradient's row of the block (returned; NULL without one), cg_sce_rows
+ * then takes the block's rows [r0, r1) in order. */
+LLVMValueRef cg_sce_block_begin(Cg *cg, const Node *n, LLVMValueRef block);
+void cg_sce_rows(Cg *cg, const Node *n, LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef colsum);
 
 LLVMValueRef cg_i64(Cg *cg, int64_t v);
 LLVMValueRef cg_f32(Cg *cg, double v);

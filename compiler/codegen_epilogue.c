@@ -65,6 +65,7 @@ typedef struct CgEpilogue {
     Type wide, narrow;
     int64_t N, K, W, Q;     /* product columns, inner size, part width, parts (N / W) */
     int64_t rows;           /* rows of the product per example (the leading axes) */
+    const Node *loss;       /* an SCE over a member whose row pass may join (loss_of_rows) */
 } CgEpilogue;
 
 static void group_free(CgEpilogue *G) {
@@ -133,6 +134,25 @@ static bool reads_member(const CgEpilogue *G, const Node *n) {
     return false;
 }
 
+/* An SCE from the logits a wide member makes, whose row pass (with the
+ * gradient, cg_loss_writes_grad) can run in this kernel, each row tile's
+ * rows while the tile has them in cache: its targets are there before the
+ * product is. Nothing between reads or writes the gradient's storage: a
+ * model graph's nodes each have their own, and where the gradient goes
+ * over the logits (codegen.c, logits_alias), nothing else that runs reads
+ * those. */
+static const Node *loss_of_rows(const Graph *g, const CgEpilogue *G) {
+    const Node *product = G->node[0];
+    if (G->Q != 1 || g->parent) return NULL;
+    for (int k = product->id + 1; k < g->nodes.len; k++) {
+        const Node *n = g->nodes.items[k];
+        if (n->op == OP_SCE && cg_loss_writes_grad(n) && member(G, n->in[0]) >= 0 &&
+            type_equal(&n->in[0]->type, &G->wide) && n->in[1]->id < product->id)
+            return n;
+    }
+    return NULL;
+}
+
 static bool find_group(const Graph *g, int i, const bool *taken, CgEpilogue *G) {
     memset(G, 0, sizeof *G);
     const Node *mm = g->nodes.items[i];
@@ -193,6 +213,7 @@ static bool find_group(const Graph *g, int i, const bool *taken, CgEpilogue *G) 
      * however narrow: they are not stored at all. */
     if (G->n < 2 || G->Q > MAX_PARTS || (G->Q == 1 && G->W < LANES / 2)) return false;
     for (int k = 0; k < G->n; k++) G->store[k] = cg_read_outside(g, G->node[k], G->node, G->n);
+    G->loss = loss_of_rows(g, G);
     return true;
 }
 
@@ -400,6 +421,34 @@ static void emit_by_rows(Cg *cg, const CgEpilogue *G, CgPar *par, int nv, LLVMVa
     cg_endif(cg, &f);
 }
 
+/* By rows, with an SCE's row pass (cg_sce_rows) after each row tile, over
+ * the tile's rows, which are still in the second-level cache: the loss's
+ * own kernel would read them back from memory (wordlm: 20 MB of logits).
+ * The parts take whole blocks of CG_SCE_BLOCK rows, as that kernel's do,
+ * and each block's rows in order: its bias-gradient sums are the same. */
+static void emit_by_blocks(Cg *cg, const CgEpilogue *G, CgPar *par, int nv, LLVMValueRef buf, LLVMValueRef *val) {
+    int mr = MAX_ACC / (int)(G->Q * nv);
+    if (mr > MAX_ROWS) mr = MAX_ROWS;
+    int64_t M = (G->wide.batched ? cg->batch : 1) * G->rows, blocks = (M + CG_SCE_BLOCK - 1) / CG_SCE_BLOCK;
+    LLVMValueRef from = cg_part_start(cg, par, blocks);
+    CgLoop lb = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, par, blocks), from, ""));
+    LLVMValueRef block = cg_add(cg, from, lb.i), colsum = cg_sce_block_begin(cg, G->loss, block);
+    LLVMValueRef r0 = cg_mul(cg, block, CG_SCE_BLOCK), r1 = cg_add(cg, r0, cg_i64(cg, CG_SCE_BLOCK));
+    r1 = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, r1, cg_i64(cg, M), ""), r1, cg_i64(cg, M), "");
+    LLVMValueRef n = LLVMBuildSub(cg->b, r1, r0, ""), tiles = LLVMBuildUDiv(cg->b, n, cg_i64(cg, mr), "");
+    CgLoop lt = cg_loop_begin_n(cg, tiles);
+    LLVMValueRef m0 = cg_mad(cg, lt.i, mr, r0);
+    row_tile(cg, G, m0, mr, nv, buf, val);
+    cg_sce_rows(cg, G->loss, m0, cg_add(cg, m0, cg_i64(cg, mr)), colsum);
+    cg_loop_end(cg, &lt);
+    CgLoop lr = cg_loop_begin_n(cg, LLVMBuildURem(cg->b, n, cg_i64(cg, mr), ""));
+    LLVMValueRef m = cg_add(cg, cg_mad(cg, tiles, mr, r0), lr.i);
+    row_tile(cg, G, m, 1, nv, buf, val);
+    cg_sce_rows(cg, G->loss, m, cg_add(cg, m, cg_i64(cg, 1)), colsum);
+    cg_loop_end(cg, &lr);
+    cg_loop_end(cg, &lb);
+}
+
 /* Part columns in blocks of 16 lanes, then 8, then one at a time. The
  * blocks of 16 are split over threads; the columns after them go to the
  * last part. (A wide layer goes by rows: emit_by_rows.) */
@@ -417,6 +466,10 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
     int64_t M = (G.wide.batched ? cg->batch : 1) * G.rows, width = (int64_t)nv * LANES, wide = G.W / width;
     double flops = 2.0 * (double)M * (double)G.N * (double)G.K;
     bool rows_first = by_rows(&G, M);
+    /* The loss's row pass joins a kernel by rows; its blocks of 64 rows are
+     * tiles of 8 (3 vectors a row), a whole number of them. */
+    bool with_loss = rows_first && G.loss && cg->nsce_rows_done < (int)(sizeof cg->sce_rows_done / sizeof *cg->sce_rows_done);
+    if (with_loss) nv = MAX_ACC / MAX_ROWS;
     /* Few blocks of columns to share (a backward step's dh = dz U^T, 64
      * units wide, is one; an input projection of 192 is three, which two
      * threads split 1:2; a 128-unit LSTM's gates are eight): the parts take
@@ -427,13 +480,23 @@ int cg_emit_epilogue(Cg *cg, const CgEpilogue *e) {
      * packs every panel, small next to its rows' products at these widths;
      * at lstm_big's 32 blocks, by rows was 2-3% slower. */
     bool split_rows = !rows_first && wide <= ROW_SPLIT_BLOCKS && M >= 4 * MAX_ROWS;
-    int64_t max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS, rows_first || split_rows ? M / MAX_ROWS : wide);
+    int64_t max_parts = cg_max_parts(cg, flops, CG_PART_FLOPS,
+                                     with_loss ? (M + CG_SCE_BLOCK - 1) / CG_SCE_BLOCK
+                                               : rows_first || split_rows ? M / MAX_ROWS : wide);
     CgPar par;
     cg_par_begin_node(cg, &par, NULL, 0);
     LLVMValueRef buf = cg_stack_array(cg, cg->t_f32, (int64_t)MAX_ACC * LANES);
     if (rows_first) {
-        emit_by_rows(cg, &G, &par, nv, buf, val);
-        par.flops = flops;
+        if (with_loss) {
+            emit_by_blocks(cg, &G, &par, nv, buf, val);
+            cg->sce_rows_done[cg->nsce_rows_done++] = G.loss;
+            cg->stats.loss_rows++;
+        } else {
+            emit_by_rows(cg, &G, &par, nv, buf, val);
+        }
+        /* The products' count (rt_products_count) leaves out a kernel
+         * that is mostly the loss's exps. */
+        par.flops = with_loss ? 0 : flops;
         cg_par_end(cg, &par, max_parts, 0);
         free(val);
         return G.n;

@@ -921,27 +921,32 @@ static void add_in_order(Cg *cg, LLVMValueRef sum, LLVMValueRef buf, int64_t n) 
  * storage, the gradient's row where cg_loss_writes_grad says, and, for
  * cg_loss_writes_bias, the block's sum of the gradient per class into a row
  * of C doubles after those; the blocks' rows are then added in block order,
- * per class. The blocks do not depend on the threads, nor does the order. */
-static void emit_sce_rows(Cg *cg, const Node *n, int64_t R, int64_t C, int64_t P) {
+ * per class. The blocks do not depend on the threads, nor does the order.
+ * The row pass is the epilogue's when the logits' product ran it
+ * (cg_sce_rows_done): this kernel then only adds up. */
+static bool sce_rows_done(const Cg *cg, const Node *n) {
+    for (int i = 0; i < cg->nsce_rows_done; i++)
+        if (cg->sce_rows_done[i] == n) return true;
+    return false;
+}
+
+LLVMValueRef cg_sce_block_begin(Cg *cg, const Node *n, LLVMValueRef block) {
+    const Node *p = n->in[0], *grad = cg_loss_writes_grad(n);
+    if (!grad || !cg_loss_writes_bias(grad)) return NULL;
+    int64_t C = last_dim(p), R = nex(cg, p) * (elems(p) / C);
+    LLVMValueRef colsum = cg_gep(cg, cg->t_f64, cg_extra(cg, n), cg_add(cg, cg_i64(cg, 2 * R), cg_mul(cg, block, C)));
+    CgLoop lz = cg_loop_begin(cg, C);
+    cg_store(cg, cg->t_f64, colsum, lz.i, cg_f64(cg, 0));
+    cg_loop_end(cg, &lz);
+    return colsum;
+}
+
+void cg_sce_rows(Cg *cg, const Node *n, LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef colsum) {
     const Node *p = n->in[0], *y = n->in[1], *grad = cg_loss_writes_grad(n);
-    const Node *bias = grad ? cg_loss_writes_bias(grad) : NULL;
+    int64_t C = last_dim(p), P = elems(p) / C, R = nex(cg, p) * P;
     /* d(loss) is the constant the caller's load of it would find, over the positions. */
     double scale = grad ? (double)(float)grad->in[2]->constant / (double)R : 0;
-    int64_t blocks = (R + CG_SCE_BLOCK - 1) / CG_SCE_BLOCK;
-    int64_t max_parts = cg_max_parts(cg, (double)R * (double)C, CG_PART_ELEMS, blocks);
-    CgPar par;
-    cg_par_begin_node(cg, &par, NULL, 0);
-    LLVMValueRef from = cg_part_start(cg, &par, blocks);
-    CgLoop lb = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &par, blocks), from, ""));
-    LLVMValueRef block = cg_add(cg, from, lb.i), terms = cg_extra(cg, n), colsum = NULL;
-    if (bias) {
-        colsum = cg_gep(cg, cg->t_f64, terms, cg_add(cg, cg_i64(cg, 2 * R), cg_mul(cg, block, C)));
-        CgLoop lz = cg_loop_begin(cg, C);
-        cg_store(cg, cg->t_f64, colsum, lz.i, cg_f64(cg, 0));
-        cg_loop_end(cg, &lz);
-    }
-    LLVMValueRef r0 = cg_mul(cg, block, CG_SCE_BLOCK), r1 = cg_add(cg, r0, cg_i64(cg, CG_SCE_BLOCK));
-    r1 = sel(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, r1, cg_i64(cg, R), ""), r1, cg_i64(cg, R));
+    LLVMValueRef terms = cg_extra(cg, n);
     CgLoop lr = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, r1, r0, ""));
     LLVMValueRef row = cg_add(cg, r0, lr.i), li, lse;
     LLVMValueRef pp = row_example(cg, p, row, P, &li), yp = row_example(cg, y, row, P, &li);
@@ -950,8 +955,24 @@ static void emit_sce_rows(Cg *cg, const Node *n, int64_t R, int64_t C, int64_t P
     cg_store(cg, cg->t_f64, terms, row, v);
     cg_store(cg, cg->t_f64, terms, cg_add(cg, row, cg_i64(cg, R)), lse);
     cg_loop_end(cg, &lr);
-    cg_loop_end(cg, &lb);
-    cg_par_end(cg, &par, max_parts, 0);
+}
+
+static void emit_sce_rows(Cg *cg, const Node *n, int64_t R, int64_t C) {
+    const Node *grad = cg_loss_writes_grad(n), *bias = grad ? cg_loss_writes_bias(grad) : NULL;
+    int64_t blocks = (R + CG_SCE_BLOCK - 1) / CG_SCE_BLOCK;
+    if (!sce_rows_done(cg, n)) {
+        int64_t max_parts = cg_max_parts(cg, (double)R * (double)C, CG_PART_ELEMS, blocks);
+        CgPar par;
+        cg_par_begin_node(cg, &par, NULL, 0);
+        LLVMValueRef from = cg_part_start(cg, &par, blocks);
+        CgLoop lb = cg_loop_begin_n(cg, LLVMBuildSub(cg->b, cg_part_end(cg, &par, blocks), from, ""));
+        LLVMValueRef block = cg_add(cg, from, lb.i), colsum = cg_sce_block_begin(cg, n, block);
+        LLVMValueRef r0 = cg_mul(cg, block, CG_SCE_BLOCK), r1 = cg_add(cg, r0, cg_i64(cg, CG_SCE_BLOCK));
+        r1 = sel(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, r1, cg_i64(cg, R), ""), r1, cg_i64(cg, R));
+        cg_sce_rows(cg, n, r0, r1, colsum);
+        cg_loop_end(cg, &lb);
+        cg_par_end(cg, &par, max_parts, 0);
+    }
     if (!bias) return;
     /* Back on the calling thread: block 0's row takes the others in order. */
     LLVMValueRef first = cg_gep(cg, cg->t_f64, cg_extra(cg, n), cg_i64(cg, 2 * R)), bp = cg_base(cg, bias);
@@ -974,7 +995,7 @@ static void emit_loss(Cg *cg, const Node *n) {
     if (cg->error) return;
     LLVMValueRef sum = cg_local(cg, cg->t_f64, cg_f64(cg, 0));
     if (loss == OP_SCE && logits && p->type.dtype == DT_F32 && C <= MAX_ROW_SCRATCH) {
-        emit_sce_rows(cg, n, R, C, P);
+        emit_sce_rows(cg, n, R, C);
         add_in_order(cg, sum, cg_extra(cg, n), R);
     } else if (loss == OP_SCE || loss == OP_CCE) {
         RowPar rp;

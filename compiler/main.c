@@ -268,7 +268,8 @@ static void print_timing(const Build *b, double emit_ms, const char *last, const
             t->cached && i->cached ? " (machine code from the cache)" : "", note);
     const CgStats *s = cg_stats(b->train_code);
     fprintf(stderr, "training step: %d matmuls with their elementwise epilogue (%d nodes, at most %d in one), "
-            "%d elementwise chains\n", s->epilogues, s->epilogue_nodes, s->largest_epilogue, s->chains);
+            "%d elementwise chains%s\n", s->epilogues, s->epilogue_nodes, s->largest_epilogue, s->chains,
+            s->loss_rows ? ", the loss's rows in its logits' kernel" : "");
 }
 
 /* NAME.h for --emit=lib: the C API of runtime/api.c bound to this model. */

@@ -22,6 +22,7 @@
 #include "interp.h"
 #include "jit.h"
 #include "models.h"
+#include "pool.h"
 #include "program.h"
 #include "rng.h"
 #include "schedule.h"
@@ -631,6 +632,44 @@ START_TEST(unread_member_not_stored) {
 }
 END_TEST
 
+/* A wide output layer (1,100 classes, by rows) runs its loss's row pass in
+ * its own kernel, a row tile at a time: the loss and gradients agree with
+ * the interpreter's, and the blocks of 64 rows (the last one of 22: two
+ * tiles of 8, then 6 rows one at a time), each a part of its own on three
+ * threads, give the bits one part gives. */
+static const char wide_output[] = "model m { input x: f32[3]  target y: i32[]\n"
+                                  "  p = dense(x, units: 1100, activation: softmax)\n"
+                                  "  loss sparse_categorical_crossentropy(p, y) }";
+
+START_TEST(loss_rows_in_product_kernel) {
+    Generated r[2];
+    const char *label[2] = {"wide output, one part", "wide output, a part a block"};
+    for (int k = 0; k < 2; k++) {
+        if (k) {
+            setenv("SEQC_SPLIT_SMALL", "1", 1);
+            rt_set_threads(3);
+        }
+        generated_run(&r[k], wide_output, NULL, 2 * CG_SCE_BLOCK + 22, all_passes, label[k]);
+        unsetenv("SEQC_SPLIT_SMALL");
+        rt_set_threads(0);
+        ck_assert_int_eq(cg_stats(r[k].m)->loss_rows, 1);
+        generated_check(&r[k], label[k]);
+    }
+    const Graph *g[2] = {r[0].l.model.graph, r[1].l.model.graph};
+    for (int i = -1; i < g[0]->grads.len; i++) {
+        const Node *x[2];
+        for (int k = 0; k < 2; k++) x[k] = i < 0 ? g[k]->loss : g[k]->grads.items[i];
+        if (!x[0]) continue;
+        ck_assert_int_eq(cg_plan_offset(cg_plan(r[0].m), x[0]), cg_plan_offset(cg_plan(r[1].m), x[1]));
+        size_t bytes = 4 * (size_t)(type_elements(&x[0]->type) * (x[0]->type.batched ? 2 * CG_SCE_BLOCK + 22 : 1));
+        ck_assert_msg(memcmp(r[0].slab + cg_plan_offset(cg_plan(r[0].m), x[0]),
+                             r[1].slab + cg_plan_offset(cg_plan(r[1].m), x[1]), bytes) == 0,
+                      "%s differs with a part a block", i < 0 ? "the loss" : "a gradient");
+    }
+    for (int k = 0; k < 2; k++) generated_free(&r[k]);
+}
+END_TEST
+
 /* Probabilities below Keras' 1e-7 clip: the fused loss is the exact one, so
  * compare its gradient with finite differences instead of the clipped form. */
 START_TEST(softmax_ce_large_logits) {
@@ -840,6 +879,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(st, softmax_ce_large_logits);
     tcase_add_test(st, loss_grad_over_logits);
     tcase_add_test(st, unread_member_not_stored);
+    tcase_add_test(st, loss_rows_in_product_kernel);
     tcase_add_test(st, window_memory_bounded);
     tcase_add_test(st, unread_output_not_computed);
     suite_add_tcase(s, st);
