@@ -307,6 +307,40 @@ static void ad_init(AD *a, Graph *g, int64_t window) {
     a->window = window;
 }
 
+/* Activations whose derivative reads their value and not their input. */
+static bool value_derivative(OpKind op) { return op == OP_TANH || op == OP_SIGMOID || op == OP_EXP; }
+
+/* The activations a kept recurrent product (its end, below) reaches, when
+ * it reaches nothing else: each of its uses an activation of it, or a slice
+ * of it whose one use is one (an LSTM's four gates), each activation a
+ * value_derivative one. The backward step then reads those, kept by the
+ * forward step that computes them anyway, instead of the product: as many
+ * floats, and no sigmoid or tanh computed again. 0 when the product is
+ * read otherwise (a GRU's candidate reads r * (h U)), or past max. */
+static int activations_of(const Graph *fb, const Node *end, const int *uses, Node **acts, int max) {
+    int n = 0, users = 0;
+    for (int i = end->id + 1; i < fb->nodes.len; i++) {
+        Node *x = fb->nodes.items[i];
+        bool reads = false;
+        for (int k = 0; k < x->nin; k++) reads |= x->in[k] == end;
+        if (!reads) continue;
+        users++;
+        Node *act = x;
+        if (x->op == OP_SLICE) {
+            if (uses[x->id] != 1) return 0;
+            act = NULL;
+            for (int j = x->id + 1; j < fb->nodes.len && !act; j++) {
+                Node *y = fb->nodes.items[j];
+                for (int k = 0; k < y->nin; k++)
+                    if (y->in[k] == x) act = y;
+            }
+        }
+        if (!act || act->nin != 1 || !value_derivative(act->op) || n == max) return 0;
+        acts[n++] = act;
+    }
+    return users == uses[end->id] ? n : 0;
+}
+
 /* ---- scans -------------------------------------------------------------- */
 
 static Node *placeholder(Graph *g, OpKind op, int index, const Type *t, Span at, const char *name) {
@@ -359,7 +393,10 @@ static void grad_scan(AD *a, Node *s) {
      * input and a bias to it (an LSTM's pre-activations x_t W + h U + b):
      * the step computes them anyway, and an add's gradient reads no value,
      * so the backward needs neither the product nor the step's input for
-     * them (nor a pass over all steps adding them up again). */
+     * them (nor a pass over all steps adding them up again). Where those
+     * feed only activations whose derivative reads their value (an LSTM's
+     * gates, a SimpleRNN's tanh: activations_of), the activations are kept
+     * instead, as many floats, and the backward computes none of them again. */
     Node *prod_fwd[16], *prod_kept[16];
     int nprod = 0;
     bool *from_state = ARENA_ARRAY(arena, bool, fb->nodes.len ? fb->nodes.len : 1);
@@ -382,12 +419,17 @@ static void grad_scan(AD *a, Node *s) {
                 break;
             end = r;
         }
-        ptrvec_push(arena, &fb->outputs, end);
-        Node *k = node(a, OP_SCAN_OUT, 1, &s);
-        k->index = 1 + nst + nprod;
-        s->scan.nout++;
-        prod_fwd[nprod] = end;
-        prod_kept[nprod++] = emit(k);
+        Node *acts[16];
+        int nacts = activations_of(fb, end, uses, acts, 16 - nprod);
+        for (int j = 0; j < (nacts ? nacts : 1); j++) {
+            Node *kept = nacts ? acts[j] : end;
+            ptrvec_push(arena, &fb->outputs, kept);
+            Node *k = node(a, OP_SCAN_OUT, 1, &s);
+            k->index = 1 + nst + nprod;
+            s->scan.nout++;
+            prod_fwd[nprod] = kept;
+            prod_kept[nprod++] = emit(k);
+        }
     }
 
     /* The backward step's inputs: the forward sequences and history over the
@@ -423,7 +465,9 @@ static void grad_scan(AD *a, Node *s) {
     Node *pprod[16];
     for (int j = 0; j < nprod; j++)
         pprod[j] = placeholder(gb, OP_STEP_IN, nseq + nst + 1 + j, &prod_fwd[j]->type, s->span,
-                               "a recurrent product and what the step adds to it");
+                               prod_fwd[j]->op == OP_ADD || prod_fwd[j]->op == OP_SUB || prod_fwd[j]->op == OP_MATMUL
+                                   ? "a recurrent product and what the step adds to it"
+                                   : "a gate's activation of a recurrent product");
     for (int i = 0; i < nst; i++)
         pcarry[i] = placeholder(gb, OP_STATE_IN, i, &s->in[nseq + i]->type, s->span, "grad of the state after the step");
     for (int k = 0; k < ncap; k++)
@@ -470,6 +514,9 @@ static void grad_scan(AD *a, Node *s) {
             Node *x = gb->nodes.items[i];
             for (int k = 0; k < x->nin; k++)
                 if (x->in[k] == clone) x->in[k] = pprod[j];
+            /* A kept activation's derivative reads the activation, not its
+             * input, which is then left unread too (activations_of). */
+            if (x->op == OP_ACT_GRAD && x->in[1] == pprod[j] && value_derivative(x->act)) x->in[0] = pprod[j];
         }
     }
 

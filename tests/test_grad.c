@@ -296,6 +296,44 @@ START_TEST(tbptt_carries_state_after_k1_steps) {
 }
 END_TEST
 
+/* The sigmoids and tanhs the backward step of model text's first recurrent
+ * layer computes: those its outputs reach, the forward step's clones it
+ * leaves unread not counted. */
+static int backward_activations(const char *text) {
+    Loaded l;
+    ck_assert(load(&l, text, NULL, 2));
+    const Graph *body = NULL;
+    for (int i = 0; i < l.model.graph->nodes.len && !body; i++) {
+        const Node *n = l.model.graph->nodes.items[i];
+        if (n->op == OP_SCAN && n->scan.reverse) body = n->scan.body;
+    }
+    ck_assert_ptr_nonnull(body);
+    bool *live = calloc((size_t)body->nodes.len + 1, sizeof *live);
+    ck_assert_ptr_nonnull(live);
+    for (int i = 0; i < body->outputs.len; i++) live[((Node *)body->outputs.items[i])->id] = true;
+    int count = 0;
+    for (int i = body->nodes.len - 1; i >= 0; i--) {
+        const Node *x = body->nodes.items[i];
+        if (!live[i]) continue;
+        count += x->op == OP_SIGMOID || x->op == OP_TANH;
+        for (int k = 0; k < x->nin; k++) live[x->in[k]->id] = true;
+    }
+    free(live);
+    unload(&l);
+    return count;
+}
+
+/* An LSTM's backward step reads the gates' activations its forward step
+ * kept and computes only tanh(c) again; a SimpleRNN's, its kept output and
+ * nothing. A GRU's candidate reads the recurrent product itself (r * hU):
+ * it keeps the product and computes its gates again. */
+START_TEST(backward_reads_kept_activations) {
+    ck_assert_int_eq(backward_activations(rnn_models[1]), 1);
+    ck_assert_int_eq(backward_activations(rnn_models[0]), 0);
+    ck_assert_int_eq(backward_activations(rnn_models[2]), 3);
+}
+END_TEST
+
 /* ---- bad input ----------------------------------------------------------------- */
 
 static char *backward_error(const char *text) {
@@ -353,6 +391,7 @@ int main(void) {
     tcase_add_test(rnn, all_masked_sequence);
     tcase_add_test(rnn, bptt_window_equals_state_fed_as_constant);
     tcase_add_test(rnn, tbptt_carries_state_after_k1_steps);
+    tcase_add_test(rnn, backward_reads_kept_activations);
     suite_add_tcase(s, rnn);
     TCase *ex = tcase_create("examples");
     tcase_set_timeout(ex, 600);
