@@ -184,53 +184,102 @@ static bool keeps_between_calls(const Graph *g) {
     return false;
 }
 
-/* A sequence only scans pass between them: kept by one scan at every step
- * it walks (an LSTM's pre-activations) and read, whole, by
- * others as a sequence they walk (the backward scan). Its layout is theirs
- * alone: time-major, so a step's slice is one block the bodies read and
- * write where it lies instead of copying it. */
+/* Sequences stored time-major: step t's slice of every example one block,
+ * which a scan's step reads and writes where it lies (CgGraphPlan.indirect)
+ * or copies whole, instead of one row an example. A sequence qualifies
+ * when everything that writes and reads it takes either layout:
+ * - scans walking every step (a step input; an output kept at every step);
+ * - an embedding writing it (row (b, t) from id (b, t)), an embedding's
+ *   gradient reading it (row (b, t) into id (b, t)'s row, in (b, t) order);
+ * - products taking a row to a row (x W, dy W^T), both sides time-major:
+ *   a row's value does not depend on where the rows lie;
+ * - a weight gradient x^T dy with both operands time-major: it sums over
+ *   the rows in the order they lie, every step's examples, then the next
+ *   step's (the sum's order, so its last bits, differ from batch-major; no
+ *   result depends on the threads either way).
+ * Nothing else reads them, nor does the host. An LSTM then reads its input
+ * projection, its states and its kept gates where they lie at every step,
+ * and writes its gradient sequence there too. */
 static bool walks_all(const Node *scan) {
     int64_t first, walked = scan_walked(scan, &first);
     return first == 0 && walked == scan->in[0]->type.dims[0];
 }
 
-/* Output j of the scan is a value of its body's own, computed in the step
- * (not a state, not the body's input, no other output). */
-static bool own_output(const Node *scan, int j) {
-    const Graph *body = scan->scan.body;
-    const Node *x = body->outputs.items[scan->scan.nstate + j];
-    if (x->op == OP_STATE_IN || x->op == OP_STEP_IN || x->op == OP_CAPTURE) return false;
-    for (int i = 0; i < body->outputs.len; i++)
-        if (i != scan->scan.nstate + j && body->outputs.items[i] == x) return false;
-    return true;
+/* Scan s writes its output j (0: the scan's own value), one slice a step,
+ * at every step it walks. */
+static bool writes_every_step(const Graph *g, const Node *s, int j) {
+    if (s->op != OP_SCAN || !walks_all(s)) return false;
+    if (j == 0) return s->scan.sequences && s->scan.nout > 0;
+    int same = 0; /* one sequence of this output: the step writes one slice */
+    for (int k = s->id + 1; k < g->nodes.len; k++) {
+        const Node *v = g->nodes.items[k];
+        same += v->op == OP_SCAN_OUT && v->in[0] == s && v->index == j;
+    }
+    return same == 1 && j < s->scan.nout && s->scan.keep_begin == 0 && s->scan.keep_end == s->in[0]->type.dims[0];
 }
 
-static bool *scans_only_sequences(const Graph *g) {
-    bool *only = calloc((size_t)g->nodes.len + 1, sizeof *only);
-    int *readers = calloc((size_t)g->nodes.len + 1, sizeof *readers);
-    Arena a;
-    arena_init(&a);
-    int *uses = graph_uses(g, &a);
-    for (int i = 0; only && readers && i < g->nodes.len; i++) {
-        const Node *r = g->nodes.items[i];
-        if (r->op != OP_SCAN || !walks_all(r)) continue;
-        for (int k = 0; k < r->scan.nseq; k++) readers[r->in[k]->id]++;
+static bool host_reads(const Graph *g, const Node *x);
+
+/* Whether x's writer takes the time-major layout, given tm of the others. */
+static bool tm_writer(const Graph *g, const Node *x, const bool *tm) {
+    if (!x->type.batched || x->type.rank < 2 || x->type.dtype != DT_F32) return false;
+    switch (x->op) {
+    case OP_SCAN_OUT: return x->index >= 1 && writes_every_step(g, x->in[0], x->index);
+    case OP_SCAN: return writes_every_step(g, x, 0);
+    case OP_EMBED: return x->in[0]->type.batched && x->in[0]->type.rank == 1 && x->type.rank == 2;
+    case OP_MATMUL: case OP_MATMUL_T: return tm[x->in[0]->id];
+    default: return false;
     }
-    for (int i = 0; only && readers && i < g->nodes.len; i++) {
-        const Node *u = g->nodes.items[i];
-        if (u->op != OP_SCAN_OUT || u->index < 1 || uses[i] == 0 || readers[i] != uses[i]) continue;
-        const Node *s = u->in[0];
-        int same = 0; /* one sequence of this output: the step writes one slice */
-        for (int k = 0; k < g->nodes.len; k++) {
-            const Node *v = g->nodes.items[k];
-            same += v->op == OP_SCAN_OUT && v->in[0] == s && v->index == u->index;
+}
+
+/* Whether reader r of x (time-major) takes that layout, given tm. */
+static bool tm_reader(const Node *r, const Node *x, const bool *tm) {
+    switch (r->op) {
+    case OP_SCAN:
+        for (int k = r->scan.nseq; k < r->nin; k++)
+            if (r->in[k] == x) return false; /* a state or a capture */
+        return walks_all(r);
+    case OP_SCAN_OUT: case OP_SCAN_STATE: return true; /* the scan's other values, not its sequence */
+    case OP_MATMUL: case OP_MATMUL_T: return r->in[0] == x && r->in[1] != x && tm[r->id];
+    case OP_MATMUL_W: return tm[r->in[0]->id] && tm[r->in[1]->id];
+    case OP_EMBED_GRAD:
+        for (int k = 0; k < r->nin; k++)
+            if (r->in[k] == x && (k % 2 == 0 || r->in[k - 1]->type.rank != 1 || !r->in[k - 1]->type.batched))
+                return false;
+        return true;
+    default: return false;
+    }
+}
+
+static bool *time_major_values(const Graph *g) {
+    bool *tm = calloc((size_t)g->nodes.len + 1, sizeof *tm);
+    if (!tm) return NULL;
+    for (int i = 0; i < g->nodes.len; i++) tm[i] = !host_reads(g, g->nodes.items[i]);
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int i = 0; i < g->nodes.len; i++) {
+            const Node *x = g->nodes.items[i];
+            bool ok = tm[i] && tm_writer(g, x, tm);
+            for (int j = i + 1; ok && j < g->nodes.len; j++) {
+                const Node *r = g->nodes.items[j];
+                for (int k = 0; ok && k < r->nin; k++)
+                    if (r->in[k] == x) ok = tm_reader(r, x, tm);
+            }
+            changed |= ok != tm[i];
+            tm[i] = ok;
         }
-        only[i] = same == 1 && walks_all(s) && s->scan.keep_begin == 0 &&
-                  s->scan.keep_end == s->in[0]->type.dims[0] && u->index < s->scan.nout && own_output(s, u->index);
     }
-    arena_free(&a);
-    free(readers);
-    return only;
+    return tm;
+}
+
+/* Body value x is computed in the step for one output alone (not a state,
+ * not the body's input, no other output): the step may write it where the
+ * output's slice lies. */
+static bool own_value(const Graph *body, const Node *x) {
+    if (x->op == OP_STATE_IN || x->op == OP_STEP_IN || x->op == OP_CAPTURE) return false;
+    int outputs = 0;
+    for (int i = 0; i < body->outputs.len; i++) outputs += body->outputs.items[i] == x;
+    return outputs == 1;
 }
 
 /* The sequence whose step slice body node x of scan is: the sequence a step
@@ -239,6 +288,9 @@ static const Node *step_sequence(const Node *scan, const Node *x) {
     const Graph *body = scan->scan.body;
     int nstate = scan->scan.nstate;
     if (x->op == OP_STEP_IN) return x->index >= 0 && x->index < scan->scan.nseq ? scan->in[x->index] : NULL;
+    if (scan->scan.sequences && scan->scan.nout > 0 && body->outputs.len > nstate && body->outputs.items[nstate] == x &&
+        own_value(body, x))
+        return scan;
     int output = 0;
     for (int i = nstate + 1; i < body->outputs.len && !output; i++)
         if (body->outputs.items[i] == x) output = i - nstate;
@@ -250,12 +302,13 @@ static const Node *step_sequence(const Node *scan, const Node *x) {
     return NULL;
 }
 
-/* Whether body node x of scan is a step's slice of one of those sequences
- * (a body output kept twice, or also a state, never makes one: own_output). */
-static bool step_slice(const Node *scan, const bool *only, const Node *x) {
-    if (!scan || !only || scan->graph->parent) return false;
+/* Whether body node x of scan is a step's slice of a time-major sequence:
+ * a step input, or an output the step computes for it alone (a body output
+ * kept twice, or also a state, is copied: own_value). */
+static bool step_slice(const Node *scan, const bool *tm, const Node *x) {
+    if (!scan || !tm || scan->graph->parent) return false;
     const Node *seq = step_sequence(scan, x);
-    return seq && only[seq->id];
+    return seq && tm[seq->id] && (x->op == OP_STEP_IN || own_value(scan->scan.body, x));
 }
 
 /* The scan whose final states scan s starts from, read by s alone (the
@@ -361,7 +414,7 @@ static int *scan_pairs(const Graph *g, int64_t batch) {
     return partner;
 }
 
-static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *only, int64_t *cursor) {
+static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *tm, int64_t *cursor) {
     CgGraphPlan *grown = realloc(p->graphs, sizeof *grown * (size_t)(p->ngraphs + 1));
     if (!grown) return false;
     p->graphs = grown;
@@ -401,7 +454,7 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *
         if (node->op == OP_SCAN && node->scan.nout == 0) {
             p->graphs[gi].bytes[i] = 0; /* a scan that leaves only its states has no value */
             p->graphs[gi].offset[i] = *cursor;
-        } else if (alias < 0 && step_slice(scan, only, node)) {
+        } else if (alias < 0 && step_slice(scan, tm, node)) {
             p->graphs[gi].indirect[i] = true;
             p->graphs[gi].bytes[i] = 8;
             p->graphs[gi].offset[i] = *cursor;
@@ -445,7 +498,7 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *
              * first one's (a body of the first pass lies before `shared`). */
             int64_t at = pass == 0 ? *cursor : shared;
             if (pass == 1 && partner[i] >= 0 && partner[i] < i && body_end[partner[i]] > at) at = body_end[partner[i]];
-            ok = plan_graph(p, node->scan.body, node, only, &at);
+            ok = plan_graph(p, node->scan.body, node, tm, &at);
             body_end[i] = at;
             if (pass == 0) *cursor = at;
             else if (at > end) end = at;
@@ -464,6 +517,7 @@ static void plan_free(CgPlan *p) {
         free(p->graphs[i].extra);
         free(p->graphs[i].indirect);
         free(p->graphs[i].view);
+        free(p->graphs[i].time_major);
     }
     free(p->graphs);
     for (int w = 0; w < CG_OPT_SLOTS; w++) free(p->slot[w]);
@@ -584,6 +638,11 @@ LLVMValueRef cg_base(Cg *cg, const Node *n) {
 bool cg_indirect(const CgPlan *p, const Node *n) {
     const CgGraphPlan *gp = node_plan(p, n);
     return gp && gp->indirect[n->id];
+}
+
+bool cg_time_major(const CgPlan *p, const Node *n) {
+    const CgGraphPlan *gp = node_plan(p, n);
+    return gp && gp->time_major && gp->time_major[n->id];
 }
 
 bool cg_view(const CgPlan *p, const Node *n) {
@@ -933,6 +992,12 @@ static int64_t scan_copy_elements(Cg *cg, const ScanCopies *sc, bool out) {
     return total;
 }
 
+/* Step t's block of time-major sequence seq, `step` elements an example:
+ * the examples one after another, as a body value of one step holds them. */
+static LLVMValueRef step_block(Cg *cg, const Node *seq, LLVMValueRef t, int64_t step) {
+    return cg_gep(cg, cg->t_f32, cg_base(cg, seq), cg_mul(cg, t, cg->batch * step));
+}
+
 static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) {
     const Node *n = sc->scan;
     const Graph *body = n->scan.body;
@@ -951,8 +1016,12 @@ static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) 
                 const Node *seq = n->in[b->index];
                 int64_t step = type_elements(&seq->type) / sc->T;
                 if (step != type_elements(&b->type)) cg_fail(cg, b, "steps of %lld elements", (long long)step);
-                cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, cg_base(cg, seq), &seq->type,
-                                 cg_mul(cg, t, step), step);
+                if (cg_time_major(cg->plan, seq))
+                    cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, step_block(cg, seq, t, step), &b->type, zero,
+                                     step);
+                else
+                    cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, cg_base(cg, seq), &seq->type,
+                                     cg_mul(cg, t, step), step);
             } else if (b->op == OP_STATE_IN) {
                 if (b->index < 0 || b->index >= nstate) {
                     cg_fail(cg, b, "state %d of %d", b->index, nstate);
@@ -968,24 +1037,31 @@ static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) 
         return;
     }
     const Node *o0 = nout > 0 ? body->outputs.items[nstate] : NULL;
-    if (o0 && n->scan.sequences)
-        cg_copy_examples(cg, n, cg_base(cg, n), &n->type, cg_mul(cg, t, type_elements(&o0->type)), cg_base(cg, o0),
-                         &o0->type, zero, type_elements(&o0->type));
+    int64_t e0 = o0 ? type_elements(&o0->type) : 0;
+    if (o0 && n->scan.sequences && !(cg_indirect(cg->plan, o0) && step_sequence(n, o0) == n)) {
+        if (cg_time_major(cg->plan, n))
+            cg_copy_examples(cg, n, step_block(cg, n, t, e0), &o0->type, zero, cg_base(cg, o0), &o0->type, zero, e0);
+        else
+            cg_copy_examples(cg, n, cg_base(cg, n), &n->type, cg_mul(cg, t, e0), cg_base(cg, o0), &o0->type, zero, e0);
+    }
     for (int k = 0; k < sc->nuse; k++) {
         const Node *u = sc->uses[k];
         if (u->op != OP_SCAN_OUT) continue;
         const Node *o = body->outputs.items[nstate + u->index];
-        if (cg_indirect(cg->plan, o)) continue; /* written where it lies */
-        if (type_elements(&u->type) != (sc->ke - sc->kb) * type_elements(&o->type)) {
+        if (cg_indirect(cg->plan, o) && step_sequence(n, o) == u) continue; /* written where it lies */
+        int64_t e = type_elements(&o->type);
+        if (type_elements(&u->type) != (sc->ke - sc->kb) * e) {
             cg_fail(cg, u, "the step output does not fit the kept steps");
             continue;
         }
         LLVMValueRef kept = LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGE, t, cg_i64(cg, sc->kb), ""),
                                          LLVMBuildICmp(cg->b, LLVMIntSLT, t, cg_i64(cg, sc->ke), ""), "");
         CgIf f = cg_if(cg, kept);
-        cg_copy_examples(cg, u, cg_base(cg, u), &u->type,
-                         cg_mul(cg, LLVMBuildSub(cg->b, t, cg_i64(cg, sc->kb), ""), type_elements(&o->type)),
-                         cg_base(cg, o), &o->type, zero, type_elements(&o->type));
+        LLVMValueRef at = LLVMBuildSub(cg->b, t, cg_i64(cg, sc->kb), "");
+        if (cg_time_major(cg->plan, u))
+            cg_copy_examples(cg, u, step_block(cg, u, at, e), &o->type, zero, cg_base(cg, o), &o->type, zero, e);
+        else
+            cg_copy_examples(cg, u, cg_base(cg, u), &u->type, cg_mul(cg, at, e), cg_base(cg, o), &o->type, zero, e);
         cg_endif(cg, &f);
     }
     for (int i = 0; i < nstate; i++) {
@@ -1658,9 +1734,10 @@ CgModule *cg_plan_module(const Graph *g, const char *name, char **error) {
     if (!m->entry || !m->update || !m->name) goto oom;
     m->plan.batch = g->batch;
     int64_t cursor = 0;
-    bool *only = scans_only_sequences(g);
-    bool planned = only && plan_graph(&m->plan, g, NULL, only, &cursor);
-    free(only);
+    bool *tm = time_major_values(g);
+    bool planned = tm && plan_graph(&m->plan, g, NULL, tm, &cursor);
+    if (planned) m->plan.graphs[0].time_major = tm;
+    else free(tm);
     if (!planned) goto oom;
     m->plan.slab_bytes = align_up(cursor > 0 ? cursor : 1);
     m->plan.offset = m->plan.graphs[0].offset;

@@ -75,6 +75,10 @@ typedef struct CgGraphPlan {
      * them: `offset` is its first example's, example b lies in the
      * operand's example b (cg_ex), and it has no code. */
     bool *view;
+    /* By node id, the model graph's (NULL for a body): the sequence is
+     * stored time-major, step t's slice of example b at (t * batch + b)
+     * times a step's elements (codegen.c, time_major_values). */
+    bool *time_major;
 } CgGraphPlan;
 
 typedef struct CgPlan {
@@ -102,6 +106,8 @@ int64_t cg_plan_offset(const CgPlan *p, const Node *n);
 bool cg_indirect(const CgPlan *p, const Node *n);
 /* A node read where its operand holds it (CgGraphPlan.view). */
 bool cg_view(const CgPlan *p, const Node *n);
+/* A model graph's sequence stored time-major (CgGraphPlan.time_major). */
+bool cg_time_major(const CgPlan *p, const Node *n);
 
 /* An entry point's signature as data, for callers that build the call at run
  * time (libffi) or write a header (AOT). */

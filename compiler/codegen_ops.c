@@ -356,11 +356,14 @@ static void emit_embed(Cg *cg, const Node *n) {
     }
     int64_t V = tab->type.dims[0], D = tab->type.dims[1], P = elems(ids);
     LLVMValueRef tp = cg_base(cg, tab);
+    bool tm = cg_time_major(cg->plan, n);
     CgLoop lb = cg_loop_begin(cg, nex(cg, n));
     LLVMValueRef ip = cg_ex(cg, ids, lb.i), op = cg_ex(cg, n, lb.i);
     CgLoop lp = cg_loop_begin(cg, P);
     LLVMValueRef id = checked_id(cg, ids, ip, lp.i, V);
-    cg_copy(cg, cg_gep(cg, cg->t_f32, op, cg_mul(cg, lp.i, D)), cg_gep(cg, cg->t_f32, tp, cg_mul(cg, id, D)), D);
+    LLVMValueRef row = tm ? cg_gep(cg, cg->t_f32, cg_base(cg, n), cg_mul(cg, cg_mad(cg, lp.i, cg->batch, lb.i), D))
+                          : cg_gep(cg, cg->t_f32, op, cg_mul(cg, lp.i, D));
+    cg_copy(cg, row, cg_gep(cg, cg->t_f32, tp, cg_mul(cg, id, D)), D);
     cg_loop_end_rolled(cg, &lp);
     cg_loop_end_rolled(cg, &lb);
 }
@@ -1297,13 +1300,16 @@ static void embed_grad_columns(Cg *cg, const Node *n, int64_t nb, LLVMValueRef c
                 LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, c0)), LLVMConstInt(cg->t_i8, 0, false),
                                 cg_mul(cg, width, 8), 8);
             } else {
-                LLVMValueRef dp = pass == 3 ? cg_ex(cg, dy, lb.i) : NULL;
+                /* A time-major dy (codegen.c) holds (b, p)'s row at p * batch + b. */
+                LLVMValueRef dp = pass != 3 ? NULL
+                                  : cg_time_major(cg->plan, dy)
+                                      ? cg_gep(cg, cg->t_f32, cg_base(cg, dy), cg_mul(cg, cg_mad(cg, lp.i, cg->batch, lb.i), D))
+                                      : cg_gep(cg, cg->t_f32, cg_ex(cg, dy, lb.i), cg_mul(cg, lp.i, D));
                 CgLoop lj = cg_loop_begin_n(cg, width);
                 LLVMValueRef j = cg_add(cg, c0, lj.i);
                 LLVMValueRef at = cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, j));
                 if (pass == 3)
-                    LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f64, at, ""),
-                                               cg_loadd(cg, dy, dp, cg_mad(cg, lp.i, D, j))), at);
+                    LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f64, at, ""), cg_loadd(cg, dy, dp, j)), at);
                 else
                     cg_stored_as_f32(cg, op, cg_add(cg, row, j), LLVMBuildLoad2(cg->b, cg->t_f64, at, ""));
                 cg_loop_end(cg, &lj);

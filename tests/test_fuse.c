@@ -632,6 +632,34 @@ START_TEST(unread_member_not_stored) {
 }
 END_TEST
 
+/* Model text run twice, each checked against the interpreter: r[0] with
+ * every kernel one part, r[1] with every unit of work a part of its own on
+ * three threads; then the loss and gradients of r[1] must be r[0]'s bits. */
+static void generated_split_pair(Generated r[2], const char *text, int64_t batch, const char *label) {
+    for (int k = 0; k < 2; k++) {
+        if (k) {
+            setenv("SEQC_SPLIT_SMALL", "1", 1);
+            rt_set_threads(3);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "%s, %s", label, k ? "a part a unit" : "one part");
+        generated_run(&r[k], text, NULL, batch, all_passes, what);
+        unsetenv("SEQC_SPLIT_SMALL");
+        rt_set_threads(0);
+        generated_check(&r[k], what);
+    }
+    const Graph *g[2] = {r[0].l.model.graph, r[1].l.model.graph};
+    for (int i = -1; i < g[0]->grads.len; i++) {
+        const Node *x[2];
+        for (int k = 0; k < 2; k++) x[k] = i < 0 ? g[k]->loss : g[k]->grads.items[i];
+        if (!x[0]) continue;
+        size_t bytes = 4 * (size_t)(type_elements(&x[0]->type) * (x[0]->type.batched ? batch : 1));
+        ck_assert_msg(memcmp(r[0].slab + cg_plan_offset(cg_plan(r[0].m), x[0]),
+                             r[1].slab + cg_plan_offset(cg_plan(r[1].m), x[1]), bytes) == 0,
+                      "%s: %s differs with a part a unit", label, i < 0 ? "the loss" : "a gradient");
+    }
+}
+
 /* A wide output layer (1,100 classes, by rows) runs its loss's row pass in
  * its own kernel, a row tile at a time: the loss and gradients agree with
  * the interpreter's, and the blocks of 64 rows (the last one of 22: two
@@ -643,29 +671,44 @@ static const char wide_output[] = "model m { input x: f32[3]  target y: i32[]\n"
 
 START_TEST(loss_rows_in_product_kernel) {
     Generated r[2];
-    const char *label[2] = {"wide output, one part", "wide output, a part a block"};
+    generated_split_pair(r, wide_output, 2 * CG_SCE_BLOCK + 22, "wide output");
     for (int k = 0; k < 2; k++) {
-        if (k) {
-            setenv("SEQC_SPLIT_SMALL", "1", 1);
-            rt_set_threads(3);
-        }
-        generated_run(&r[k], wide_output, NULL, 2 * CG_SCE_BLOCK + 22, all_passes, label[k]);
-        unsetenv("SEQC_SPLIT_SMALL");
-        rt_set_threads(0);
         ck_assert_int_eq(cg_stats(r[k].m)->loss_rows, 1);
-        generated_check(&r[k], label[k]);
+        generated_free(&r[k]);
     }
-    const Graph *g[2] = {r[0].l.model.graph, r[1].l.model.graph};
-    for (int i = -1; i < g[0]->grads.len; i++) {
-        const Node *x[2];
-        for (int k = 0; k < 2; k++) x[k] = i < 0 ? g[k]->loss : g[k]->grads.items[i];
-        if (!x[0]) continue;
-        ck_assert_int_eq(cg_plan_offset(cg_plan(r[0].m), x[0]), cg_plan_offset(cg_plan(r[1].m), x[1]));
-        size_t bytes = 4 * (size_t)(type_elements(&x[0]->type) * (x[0]->type.batched ? 2 * CG_SCE_BLOCK + 22 : 1));
-        ck_assert_msg(memcmp(r[0].slab + cg_plan_offset(cg_plan(r[0].m), x[0]),
-                             r[1].slab + cg_plan_offset(cg_plan(r[1].m), x[1]), bytes) == 0,
-                      "%s differs with a part a block", i < 0 ? "the loss" : "a gradient");
+}
+END_TEST
+
+/* An embedding into an LSTM: the embedding's output, its input projection,
+ * the backward scan's gradient sequence and the input gradient from it are
+ * stored time-major (codegen.c, time_major_values), which scans read and
+ * write where they lie; the loss and gradients agree with the
+ * interpreter's, and a part an example on three threads gives the bits one
+ * part gives. */
+static const char embedded_lstm[] = "model m { input w: i32[6]  target y: f32[2]\n"
+                                    "  e = embedding(w, vocab: 11, dim: 3)\n"
+                                    "  h = lstm(e, units: 4)  p = dense(h, units: 2)\n"
+                                    "  loss mse(p, y) }";
+
+START_TEST(sequences_time_major) {
+    Generated r[2];
+    generated_split_pair(r, embedded_lstm, 5, "embedded lstm");
+    const Graph *g = r[0].l.model.graph;
+    const CgPlan *plan = cg_plan(r[0].m);
+    int embed = 0, product = 0, backward = 0, input_grad = 0;
+    for (int i = 0; i < g->nodes.len; i++) {
+        const Node *x = g->nodes.items[i];
+        bool tm = cg_time_major(plan, x);
+        if (x->op == OP_EMBED) embed += tm;
+        if (x->op == OP_MATMUL && x->type.batched && x->type.rank == 2) product += tm;
+        if (x->op == OP_SCAN && x->scan.reverse) backward += tm;
+        if (x->op == OP_EMBED_GRAD) input_grad += cg_time_major(plan, x->in[1]);
+        if (x == g->loss || x == g->output) ck_assert(!tm);
     }
+    ck_assert_int_eq(embed, 1);
+    ck_assert_int_eq(product, 1);
+    ck_assert_int_eq(backward, 1);
+    ck_assert_int_eq(input_grad, 1);
     for (int k = 0; k < 2; k++) generated_free(&r[k]);
 }
 END_TEST
@@ -880,6 +923,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(st, loss_grad_over_logits);
     tcase_add_test(st, unread_member_not_stored);
     tcase_add_test(st, loss_rows_in_product_kernel);
+    tcase_add_test(st, sequences_time_major);
     tcase_add_test(st, window_memory_bounded);
     tcase_add_test(st, unread_output_not_computed);
     suite_add_tcase(s, st);
