@@ -193,6 +193,8 @@ static bool keeps_between_calls(const Graph *g) {
  *   gradient reading it (row (b, t) into id (b, t)'s row, in (b, t) order);
  * - products taking a row to a row (x W, dy W^T), both sides time-major:
  *   a row's value does not depend on where the rows lie;
+ * - elementwise nodes of time-major values of their own type alone (the
+ *   two directions' input gradients added up);
  * - a weight gradient x^T dy with both operands time-major: it sums over
  *   the rows in the order they lie, every step's examples, then the next
  *   step's (the sum's order, so its last bits, differ from batch-major; no
@@ -220,6 +222,15 @@ static bool writes_every_step(const Graph *g, const Node *s, int j) {
 
 static bool host_reads(const Graph *g, const Node *x);
 
+/* An elementwise node whose operands are all time-major values of its own
+ * type (the sum of two directions' input gradients): element i of each
+ * lies where element i of the others does, in either layout. */
+static bool map_time_major(const Node *x, const bool *tm) {
+    for (int k = 0; k < x->nin; k++)
+        if (!tm[x->in[k]->id] || !type_equal(&x->in[k]->type, &x->type)) return false;
+    return x->nin > 0;
+}
+
 /* Whether x's writer takes the time-major layout, given tm of the others. */
 static bool tm_writer(const Graph *g, const Node *x, const bool *tm) {
     if (!x->type.batched || x->type.rank < 2 || x->type.dtype != DT_F32) return false;
@@ -228,7 +239,7 @@ static bool tm_writer(const Graph *g, const Node *x, const bool *tm) {
     case OP_SCAN: return writes_every_step(g, x, 0);
     case OP_EMBED: return x->in[0]->type.batched && x->in[0]->type.rank == 1 && x->type.rank == 2;
     case OP_MATMUL: case OP_MATMUL_T: return tm[x->in[0]->id];
-    default: return false;
+    default: return cg_is_map(x) && map_time_major(x, tm);
     }
 }
 
@@ -247,7 +258,7 @@ static bool tm_reader(const Node *r, const Node *x, const bool *tm) {
             if (r->in[k] == x && (k % 2 == 0 || r->in[k - 1]->type.rank != 1 || !r->in[k - 1]->type.batched))
                 return false;
         return true;
-    default: return false;
+    default: return cg_is_map(r) && tm[r->id] && map_time_major(r, tm);
     }
 }
 
@@ -414,6 +425,58 @@ static int *scan_pairs(const Graph *g, int64_t batch) {
     return partner;
 }
 
+static int chain_length(const Graph *g, int i, const bool *taken);
+
+/* The kernels lower_graph makes of g, in order, each given to visit: the
+ * epilogue e found at position i (its kernel runs at `last`), or else the
+ * chain of len nodes from i (len 1: a node alone). taken says what is
+ * computed already, by a kernel or by none (mark_unread); visit returns
+ * false to stop. */
+typedef bool (*KernelVisit)(void *ctx, const Graph *g, int i, const CgEpilogue *e, int last, int len);
+
+static void walk_kernels(const Graph *g, bool *taken, KernelVisit visit, void *ctx) {
+    for (int i = 0; i < g->nodes.len; i++) {
+        if (taken[i]) continue;
+        const Node *grad = cg_loss_writes_grad(g->nodes.items[i]), *bias = grad ? cg_loss_writes_bias(grad) : NULL;
+        if (grad) taken[grad->id] = true;
+        if (bias) taken[bias->id] = true;
+        int last, len = 1;
+        CgEpilogue *e = cg_epilogue_find(g, i, taken, &last);
+        if (!e) len = chain_length(g, i, taken);
+        bool go_on = visit(ctx, g, i, e, e ? last : i, len);
+        cg_epilogue_free(e);
+        if (!go_on) return;
+        i += len - 1; /* the chain's other nodes have no function of their own */
+    }
+}
+
+static bool mark_unstored(void *ctx, const Graph *g, int i, const CgEpilogue *e, int last, int len) {
+    bool *unstored = ctx;
+    (void)last;
+    if (e) cg_epilogue_unstored(e, unstored);
+    const Node *const *chain = (const Node *const *)&g->nodes.items[i];
+    for (int m = 0; len > 1 && m < len; m++)
+        unstored[chain[m]->id] = chain[m]->op != OP_CONCAT && !cg_read_outside(g, chain[m], chain, len);
+    return true;
+}
+
+/* The nodes g's fused kernels compute and never store (members of an
+ * epilogue or a chain that nothing outside reads), by node id: the plan
+ * gives them no place. NULL when out of memory (then every node has one). */
+static bool *unstored_members(const Graph *g) {
+    int n = g->nodes.len;
+    bool *taken = calloc((size_t)n + 1, sizeof *taken), *unstored = calloc((size_t)n + 1, sizeof *unstored);
+    if (taken && unstored) {
+        if (!g->parent && g->loss) mark_unread(g, taken);
+        walk_kernels(g, taken, mark_unstored, unstored);
+    } else {
+        free(unstored);
+        unstored = NULL;
+    }
+    free(taken);
+    return unstored;
+}
+
 static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *tm, int64_t *cursor) {
     CgGraphPlan *grown = realloc(p->graphs, sizeof *grown * (size_t)(p->ngraphs + 1));
     if (!grown) return false;
@@ -437,6 +500,7 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *
     for (int i = 0; ok && i < g->nodes.len; i++) from[i] = continued(g->nodes.items[i], uses);
     bool *unread = !g->parent && g->loss ? calloc(n, sizeof *unread) : NULL;
     if (unread) mark_unread(g, unread);
+    bool *unstored = unstored_members(g);
     for (int i = 0; ok && i < g->nodes.len; i++) {
         const Node *node = g->nodes.items[i];
         int64_t bytes = 4 * cg_size(p->batch, node), alias = capture_alias(p, scan, node);
@@ -461,6 +525,9 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *
             *cursor += align_up(8);
         } else if (alias >= 0) {
             p->graphs[gi].offset[i] = alias;
+        } else if (unstored && unstored[i]) {
+            p->graphs[gi].bytes[i] = 0; /* lives in registers only */
+            p->graphs[gi].offset[i] = *cursor;
         } else {
             p->graphs[gi].offset[i] = *cursor;
             *cursor += align_up(bytes > 0 ? bytes : 1);
@@ -475,6 +542,7 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *
     }
     free(from);
     free(unread);
+    free(unstored);
     arena_free(&a);
     if (!ok) return false;
     /* A scan's body holds values only while the scan runs (what a step
@@ -1515,6 +1583,16 @@ static void mark_unread(const Graph *g, bool *unread) {
     free(need);
 }
 
+static bool lower_kernel(void *ctx, const Graph *g, int i, const CgEpilogue *e, int last, int len) {
+    Cg *cg = ctx;
+    int gi = graph_index(cg, g);
+    const Node *first = g->nodes.items[i];
+    if (e) cg->fns[gi][last] = lower_epilogue(cg, gi, first, e);
+    else if (len > 1) cg->fns[gi][i] = lower_chain(cg, gi, g, i, len);
+    else if (!cg_view(cg->plan, first)) cg->fns[gi][i] = lower_node(cg, gi, first);
+    return !cg->error;
+}
+
 static void lower_graph(Cg *cg, const Graph *g) {
     int gi = graph_index(cg, g);
     if (gi < 0) {
@@ -1536,22 +1614,7 @@ static void lower_graph(Cg *cg, const Graph *g) {
         mark_unread(g, taken);
         for (int i = 0; i < g->nodes.len; i++) cg->stats.unread += taken[i] && cg_has_code(((Node *)g->nodes.items[i])->op);
     }
-    for (int i = 0; i < g->nodes.len && !cg->error; i++) {
-        if (taken[i] || cg_view(cg->plan, g->nodes.items[i])) continue;
-        const Node *grad = cg_loss_writes_grad(g->nodes.items[i]), *bias = grad ? cg_loss_writes_bias(grad) : NULL;
-        if (grad) taken[grad->id] = true;
-        if (bias) taken[bias->id] = true;
-        int last;
-        CgEpilogue *e = cg_epilogue_find(g, i, taken, &last);
-        if (e) {
-            cg->fns[gi][last] = lower_epilogue(cg, gi, g->nodes.items[i], e);
-            cg_epilogue_free(e);
-            continue;
-        }
-        int len = chain_length(g, i, taken);
-        cg->fns[gi][i] = len > 1 ? lower_chain(cg, gi, g, i, len) : lower_node(cg, gi, g->nodes.items[i]);
-        i += len - 1; /* the chain's other nodes have no function of their own */
-    }
+    walk_kernels(g, taken, lower_kernel, cg);
     free(taken);
 }
 

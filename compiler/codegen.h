@@ -517,6 +517,8 @@ bool cg_read_outside(const Graph *g, const Node *x, const Node *const *members, 
 typedef struct CgEpilogue CgEpilogue;
 CgEpilogue *cg_epilogue_find(const Graph *g, int i, bool *taken, int *last);
 void cg_epilogue_free(CgEpilogue *e);
+/* Marks, by node id, the members the group's kernel computes and never stores. */
+void cg_epilogue_unstored(const CgEpilogue *e, bool *unstored);
 /* The group's kernel; returns its member count. */
 int cg_emit_epilogue(Cg *cg, const CgEpilogue *e);
 /* codegen_ops.c: the rule of an elementwise node (cg_is_map) on values

@@ -230,6 +230,11 @@ CgEpilogue *cg_epilogue_find(const Graph *g, int i, bool *taken, int *last) {
     return G;
 }
 
+void cg_epilogue_unstored(const CgEpilogue *e, bool *unstored) {
+    for (int k = 0; k < e->n; k++)
+        if (!e->store[k]) unstored[e->node[k]->id] = true;
+}
+
 void cg_epilogue_free(CgEpilogue *e) {
     if (!e) return;
     group_free(e);
