@@ -310,35 +310,42 @@ static void ad_init(AD *a, Graph *g, int64_t window) {
 /* Activations whose derivative reads their value and not their input. */
 static bool value_derivative(OpKind op) { return op == OP_TANH || op == OP_SIGMOID || op == OP_EXP; }
 
-/* The activations a kept recurrent product (its end, below) reaches, when
- * it reaches nothing else: each of its uses an activation of it, or a slice
- * of it whose one use is one (an LSTM's four gates), each activation a
- * value_derivative one. The backward step then reads those, kept by the
- * forward step that computes them anyway, instead of the product: as many
- * floats, and no sigmoid or tanh computed again. 0 when the product is
- * read otherwise (a GRU's candidate reads r * (h U)), or past max. */
-static int activations_of(const Graph *fb, const Node *end, const int *uses, Node **acts, int max) {
-    int n = 0, users = 0;
+/* The one node that reads x, or NULL (uses: graph_uses, outputs counted). */
+static Node *only_reader(const Graph *fb, const Node *x, const int *uses) {
+    if (uses[x->id] != 1) return NULL;
+    for (int j = x->id + 1; j < fb->nodes.len; j++) {
+        Node *y = fb->nodes.items[j];
+        for (int k = 0; k < y->nin; k++)
+            if (y->in[k] == x) return y;
+    }
+    return NULL;
+}
+
+/* What the forward keeps of a recurrent product (its end, below) for the
+ * backward step, in its place: for each of its uses, a slice of it (or
+ * the product whole), the value_derivative activation the slice leads to,
+ * directly (an LSTM's gates, a SimpleRNN's tanh) or through one add with
+ * another value (a GRU's sigmoid(xz + hz)); else the slice itself (a GRU's
+ * hh, which r * hh reads). As many floats as the product, and the
+ * backward computes none of those activations again. 0 (keep the product)
+ * when no use leads to an activation, a use is not a slice, or past max. */
+static int kept_of(const Graph *fb, const Node *end, const int *uses, Node **kept, int max) {
+    int n = 0, users = 0, acts = 0;
     for (int i = end->id + 1; i < fb->nodes.len; i++) {
         Node *x = fb->nodes.items[i];
         bool reads = false;
         for (int k = 0; k < x->nin; k++) reads |= x->in[k] == end;
         if (!reads) continue;
         users++;
-        Node *act = x;
-        if (x->op == OP_SLICE) {
-            if (uses[x->id] != 1) return 0;
-            act = NULL;
-            for (int j = x->id + 1; j < fb->nodes.len && !act; j++) {
-                Node *y = fb->nodes.items[j];
-                for (int k = 0; k < y->nin; k++)
-                    if (y->in[k] == x) act = y;
-            }
-        }
-        if (!act || act->nin != 1 || !value_derivative(act->op) || n == max) return 0;
-        acts[n++] = act;
+        Node *act = x->op == OP_SLICE ? only_reader(fb, x, uses) : x;
+        if (act && x->op == OP_SLICE && (act->op == OP_ADD || act->op == OP_SUB) && act->in[0] != act->in[1])
+            act = only_reader(fb, act, uses);
+        bool is_act = act && act->nin == 1 && value_derivative(act->op);
+        if ((!is_act && x->op != OP_SLICE) || n == max) return 0;
+        acts += is_act;
+        kept[n++] = is_act ? act : x;
     }
-    return users == uses[end->id] ? n : 0;
+    return users == uses[end->id] && acts > 0 ? n : 0;
 }
 
 /* ---- scans -------------------------------------------------------------- */
@@ -394,9 +401,10 @@ static void grad_scan(AD *a, Node *s) {
      * the step computes them anyway, and an add's gradient reads no value,
      * so the backward needs neither the product nor the step's input for
      * them (nor a pass over all steps adding them up again). Where those
-     * feed only activations whose derivative reads their value (an LSTM's
-     * gates, a SimpleRNN's tanh: activations_of), the activations are kept
-     * instead, as many floats, and the backward computes none of them again. */
+     * lead to activations whose derivative reads their value (an LSTM's
+     * gates, a SimpleRNN's tanh, a GRU's z and r: kept_of), the activations
+     * are kept instead, as many floats, and the backward computes none of
+     * them again. */
     Node *prod_fwd[16], *prod_kept[16];
     int nprod = 0;
     bool *from_state = ARENA_ARRAY(arena, bool, fb->nodes.len ? fb->nodes.len : 1);
@@ -419,10 +427,10 @@ static void grad_scan(AD *a, Node *s) {
                 break;
             end = r;
         }
-        Node *acts[16];
-        int nacts = activations_of(fb, end, uses, acts, 16 - nprod);
-        for (int j = 0; j < (nacts ? nacts : 1); j++) {
-            Node *kept = nacts ? acts[j] : end;
+        Node *instead[16];
+        int ninstead = kept_of(fb, end, uses, instead, 16 - nprod);
+        for (int j = 0; j < (ninstead ? ninstead : 1); j++) {
+            Node *kept = ninstead ? instead[j] : end;
             ptrvec_push(arena, &fb->outputs, kept);
             Node *k = node(a, OP_SCAN_OUT, 1, &s);
             k->index = 1 + nst + nprod;
@@ -515,7 +523,7 @@ static void grad_scan(AD *a, Node *s) {
             for (int k = 0; k < x->nin; k++)
                 if (x->in[k] == clone) x->in[k] = pprod[j];
             /* A kept activation's derivative reads the activation, not its
-             * input, which is then left unread too (activations_of). */
+             * input, which is then left unread too (kept_of). */
             if (x->op == OP_ACT_GRAD && x->in[1] == pprod[j] && value_derivative(x->act)) x->in[0] = pprod[j];
         }
     }
