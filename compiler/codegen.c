@@ -462,12 +462,13 @@ static bool mark_unstored(void *ctx, const Graph *g, int i, const CgEpilogue *e,
 
 /* The nodes g's fused kernels compute and never store (members of an
  * epilogue or a chain that nothing outside reads), by node id: the plan
- * gives them no place. NULL when out of memory (then every node has one). */
-static bool *unstored_members(const Graph *g) {
+ * gives them no place. unread: mark_unread's, or NULL. NULL when out of
+ * memory (then every node has one). */
+static bool *unstored_members(const Graph *g, const bool *unread) {
     int n = g->nodes.len;
     bool *taken = calloc((size_t)n + 1, sizeof *taken), *unstored = calloc((size_t)n + 1, sizeof *unstored);
     if (taken && unstored) {
-        if (!g->parent && g->loss) mark_unread(g, taken);
+        if (unread) memcpy(taken, unread, sizeof *taken * (size_t)n);
         walk_kernels(g, taken, mark_unstored, unstored);
     } else {
         free(unstored);
@@ -500,7 +501,9 @@ static bool plan_graph(CgPlan *p, const Graph *g, const Node *scan, const bool *
     for (int i = 0; ok && i < g->nodes.len; i++) from[i] = continued(g->nodes.items[i], uses);
     bool *unread = !g->parent && g->loss ? calloc(n, sizeof *unread) : NULL;
     if (unread) mark_unread(g, unread);
-    bool *unstored = unstored_members(g);
+    /* Without mark_unread's answer (out of memory) the plan cannot walk the
+     * kernels lower_graph will make: every node gets a place. */
+    bool *unstored = g->parent || !g->loss || unread ? unstored_members(g, unread) : NULL;
     for (int i = 0; ok && i < g->nodes.len; i++) {
         const Node *node = g->nodes.items[i];
         int64_t bytes = 4 * cg_size(p->batch, node), alias = capture_alias(p, scan, node);
