@@ -473,9 +473,9 @@ static void grad_scan(AD *a, Node *s) {
     Node *pprod[16];
     for (int j = 0; j < nprod; j++)
         pprod[j] = placeholder(gb, OP_STEP_IN, nseq + nst + 1 + j, &prod_fwd[j]->type, s->span,
-                               prod_fwd[j]->op == OP_ADD || prod_fwd[j]->op == OP_SUB || prod_fwd[j]->op == OP_MATMUL
-                                   ? "a recurrent product and what the step adds to it"
-                                   : "a gate's activation of a recurrent product");
+                               value_derivative(prod_fwd[j]->op) ? "an activation of a recurrent product"
+                               : prod_fwd[j]->op == OP_SLICE    ? "a part of a recurrent product"
+                                                                : "a recurrent product and what the step adds to it");
     for (int i = 0; i < nst; i++)
         pcarry[i] = placeholder(gb, OP_STATE_IN, i, &s->in[nseq + i]->type, s->span, "grad of the state after the step");
     for (int k = 0; k < ncap; k++)

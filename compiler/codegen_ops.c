@@ -919,14 +919,7 @@ static void add_in_order(Cg *cg, LLVMValueRef sum, LLVMValueRef buf, int64_t n) 
     cg_loop_end(cg, &l);
 }
 
-/* SCE from f32 logits over its R rows, on threads by blocks of
- * CG_SCE_BLOCK rows: each row's term and log-sum-exp into the node's working
- * storage, the gradient's row where cg_loss_writes_grad says, and, for
- * cg_loss_writes_bias, the block's sum of the gradient per class into a row
- * of C doubles after those; the blocks' rows are then added in block order,
- * per class. The blocks do not depend on the threads, nor does the order.
- * The row pass is the epilogue's when the logits' product ran it
- * (cg_sce_rows_done): this kernel then only adds up. */
+/* Whether the epilogue of n's logits ran its row pass (Cg.sce_rows_done). */
 static bool sce_rows_done(const Cg *cg, const Node *n) {
     for (int i = 0; i < cg->nsce_rows_done; i++)
         if (cg->sce_rows_done[i] == n) return true;
@@ -960,6 +953,13 @@ void cg_sce_rows(Cg *cg, const Node *n, LLVMValueRef r0, LLVMValueRef r1, LLVMVa
     cg_loop_end(cg, &lr);
 }
 
+/* SCE from f32 logits over its R rows, on threads by blocks of
+ * CG_SCE_BLOCK rows: each row's term and log-sum-exp into the node's working
+ * storage, the gradient's row where cg_loss_writes_grad says, and, for
+ * cg_loss_writes_bias, the block's sum of the gradient per class into a row
+ * of C doubles after those; the blocks' rows are then added in block order,
+ * per class. The blocks do not depend on the threads, nor does the order.
+ * When the logits' product kernel ran the row pass, this one only adds up. */
 static void emit_sce_rows(Cg *cg, const Node *n, int64_t R, int64_t C) {
     const Node *grad = cg_loss_writes_grad(n), *bias = grad ? cg_loss_writes_bias(grad) : NULL;
     int64_t blocks = (R + CG_SCE_BLOCK - 1) / CG_SCE_BLOCK;
