@@ -191,6 +191,8 @@ static bool keeps_between_calls(const Graph *g) {
  * - scans walking every step (a step input; an output kept at every step);
  * - an embedding writing it (row (b, t) from id (b, t)), an embedding's
  *   gradient reading it (row (b, t) into id (b, t)'s row, in (b, t) order);
+ * - a step's gradient placed in a sequence of zeros (the last step's, where
+ *   a recurrent layer returns that step alone);
  * - products taking a row to a row (x W, dy W^T), both sides time-major:
  *   a row's value does not depend on where the rows lie;
  * - elementwise nodes of time-major values of their own type alone (the
@@ -239,6 +241,7 @@ static bool tm_writer(const Graph *g, const Node *x, const bool *tm) {
     case OP_SCAN: return writes_every_step(g, x, 0);
     case OP_EMBED: return x->in[0]->type.batched && x->in[0]->type.rank == 1 && x->type.rank == 2;
     case OP_MATMUL: case OP_MATMUL_T: return tm[x->in[0]->id];
+    case OP_PLACE_STEP: return x->in[0]->type.batched;
     default: return cg_is_map(x) && map_time_major(x, tm);
     }
 }

@@ -1433,6 +1433,13 @@ static void emit_place_step(Cg *cg, const Node *n) {
         cg_fail(cg, n, "step %d does not fit", n->index);
         return;
     }
+    if (cg_time_major(cg->plan, n)) {
+        /* Step index's block holds every example's dy, one after another. */
+        int64_t block = step * nex(cg, n);
+        cg_zero(cg, n);
+        cg_copy(cg, cg_gep(cg, cg->t_f32, cg_base(cg, n), cg_i64(cg, n->index * block)), cg_base(cg, dy), block);
+        return;
+    }
     emit_scatter(cg, n, 1, step, 0, n->index * step);
 }
 

@@ -677,7 +677,8 @@ START_TEST(loss_rows_in_product_kernel) {
 END_TEST
 
 /* An embedding into an LSTM: the embedding's output, its input projection,
- * the backward scan's gradient sequence and the input gradient from it are
+ * the last step's gradient placed in a sequence for the backward scan, the
+ * backward scan's gradient sequence and the input gradient from it are
  * stored time-major (codegen.c, time_major_values), which scans read and
  * write where they lie; the loss and gradients agree with the
  * interpreter's, and a part an example on three threads gives the bits one
@@ -692,7 +693,7 @@ START_TEST(sequences_time_major) {
     generated_split_pair(r, embedded_lstm, 5, "embedded lstm");
     const Graph *g = r[0].l.model.graph;
     const CgPlan *plan = cg_plan(r[0].m);
-    int embed = 0, product = 0, backward = 0, input_grad = 0;
+    int embed = 0, product = 0, backward = 0, input_grad = 0, placed = 0;
     for (int i = 0; i < g->nodes.len; i++) {
         const Node *x = g->nodes.items[i];
         bool tm = cg_time_major(plan, x);
@@ -700,12 +701,14 @@ START_TEST(sequences_time_major) {
         if (x->op == OP_MATMUL && x->type.batched && x->type.rank == 2) product += tm;
         if (x->op == OP_SCAN && x->scan.reverse) backward += tm;
         if (x->op == OP_EMBED_GRAD) input_grad += cg_time_major(plan, x->in[1]);
+        if (x->op == OP_PLACE_STEP) placed += tm;
         if (x == g->loss || x == g->output) ck_assert(!tm);
     }
     ck_assert_int_eq(embed, 1);
     ck_assert_int_eq(product, 1);
     ck_assert_int_eq(backward, 1);
     ck_assert_int_eq(input_grad, 1);
+    ck_assert_int_eq(placed, 1);
     for (int k = 0; k < 2; k++) generated_free(&r[k]);
 }
 END_TEST
