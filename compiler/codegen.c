@@ -222,8 +222,6 @@ static bool writes_every_step(const Graph *g, const Node *s, int j) {
     return same == 1 && j < s->scan.nout && s->scan.keep_begin == 0 && s->scan.keep_end == s->in[0]->type.dims[0];
 }
 
-static bool host_reads(const Graph *g, const Node *x);
-
 /* An elementwise node whose operands are all time-major values of its own
  * type (the sum of two directions' input gradients): element i of each
  * lies where element i of the others does, in either layout. */
@@ -1066,10 +1064,20 @@ static int64_t scan_copy_elements(Cg *cg, const ScanCopies *sc, bool out) {
     return total;
 }
 
-/* Step t's block of time-major sequence seq, `step` elements an example:
- * the examples one after another, as a body value of one step holds them. */
-static LLVMValueRef step_block(Cg *cg, const Node *seq, LLVMValueRef t, int64_t step) {
-    return cg_gep(cg, cg->t_f32, cg_base(cg, seq), cg_mul(cg, t, cg->batch * step));
+/* Copies between body value x, `step` elements an example, and step t's
+ * slice of sequence seq (into_seq: into the sequence). A time-major
+ * sequence's slice is one block holding the examples one after another, as
+ * x does; a batch-first one's, a row of each example. */
+static void copy_step(Cg *cg, const Node *seq, LLVMValueRef t, const Node *x, int64_t step, bool into_seq) {
+    LLVMValueRef zero = cg_i64(cg, 0), xp = cg_base(cg, x), sp = cg_base(cg, seq), at = cg_mul(cg, t, step);
+    const Type *st = &seq->type;
+    if (cg_time_major(cg->plan, seq)) {
+        sp = cg_gep(cg, cg->t_f32, sp, cg_mul(cg, t, cg->batch * step));
+        st = &x->type;
+        at = zero;
+    }
+    if (into_seq) cg_copy_examples(cg, seq, sp, st, at, xp, &x->type, zero, step);
+    else cg_copy_examples(cg, x, xp, &x->type, zero, sp, st, at, step);
 }
 
 static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) {
@@ -1090,12 +1098,7 @@ static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) 
                 const Node *seq = n->in[b->index];
                 int64_t step = type_elements(&seq->type) / sc->T;
                 if (step != type_elements(&b->type)) cg_fail(cg, b, "steps of %lld elements", (long long)step);
-                if (cg_time_major(cg->plan, seq))
-                    cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, step_block(cg, seq, t, step), &b->type, zero,
-                                     step);
-                else
-                    cg_copy_examples(cg, b, cg_base(cg, b), &b->type, zero, cg_base(cg, seq), &seq->type,
-                                     cg_mul(cg, t, step), step);
+                copy_step(cg, seq, t, b, step, false);
             } else if (b->op == OP_STATE_IN) {
                 if (b->index < 0 || b->index >= nstate) {
                     cg_fail(cg, b, "state %d of %d", b->index, nstate);
@@ -1111,13 +1114,8 @@ static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) 
         return;
     }
     const Node *o0 = nout > 0 ? body->outputs.items[nstate] : NULL;
-    int64_t e0 = o0 ? type_elements(&o0->type) : 0;
-    if (o0 && n->scan.sequences && !(cg_indirect(cg->plan, o0) && step_sequence(n, o0) == n)) {
-        if (cg_time_major(cg->plan, n))
-            cg_copy_examples(cg, n, step_block(cg, n, t, e0), &o0->type, zero, cg_base(cg, o0), &o0->type, zero, e0);
-        else
-            cg_copy_examples(cg, n, cg_base(cg, n), &n->type, cg_mul(cg, t, e0), cg_base(cg, o0), &o0->type, zero, e0);
-    }
+    if (o0 && n->scan.sequences && !(cg_indirect(cg->plan, o0) && step_sequence(n, o0) == n))
+        copy_step(cg, n, t, o0, type_elements(&o0->type), true);
     for (int k = 0; k < sc->nuse; k++) {
         const Node *u = sc->uses[k];
         if (u->op != OP_SCAN_OUT) continue;
@@ -1131,11 +1129,7 @@ static void scan_copies(Cg *cg, const ScanCopies *sc, bool out, LLVMValueRef t) 
         LLVMValueRef kept = LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGE, t, cg_i64(cg, sc->kb), ""),
                                          LLVMBuildICmp(cg->b, LLVMIntSLT, t, cg_i64(cg, sc->ke), ""), "");
         CgIf f = cg_if(cg, kept);
-        LLVMValueRef at = LLVMBuildSub(cg->b, t, cg_i64(cg, sc->kb), "");
-        if (cg_time_major(cg->plan, u))
-            cg_copy_examples(cg, u, step_block(cg, u, at, e), &o->type, zero, cg_base(cg, o), &o->type, zero, e);
-        else
-            cg_copy_examples(cg, u, cg_base(cg, u), &u->type, cg_mul(cg, at, e), cg_base(cg, o), &o->type, zero, e);
+        copy_step(cg, u, LLVMBuildSub(cg->b, t, cg_i64(cg, sc->kb), ""), o, e, true);
         cg_endif(cg, &f);
     }
     for (int i = 0; i < nstate; i++) {

@@ -347,6 +347,13 @@ static void emit_matmul(Cg *cg, const Node *n) {
     cg_loop_end(cg, &lb);
 }
 
+/* Row p of example b of x, rows of D floats: where a time-major x holds it
+ * (codegen.c, time_major_values: at p * batch + b), or else in b's example. */
+static LLVMValueRef row_of(Cg *cg, const Node *x, LLVMValueRef b, LLVMValueRef p, int64_t D) {
+    if (cg_time_major(cg->plan, x)) return cg_gep(cg, cg->t_f32, cg_base(cg, x), cg_mul(cg, cg_mad(cg, p, cg->batch, b), D));
+    return cg_gep(cg, cg->t_f32, cg_ex(cg, x, b), cg_mul(cg, p, D));
+}
+
 /* ids i32 [...], table [V, D] -> [..., D] */
 static void emit_embed(Cg *cg, const Node *n) {
     const Node *ids = n->in[0], *tab = n->in[1];
@@ -356,14 +363,11 @@ static void emit_embed(Cg *cg, const Node *n) {
     }
     int64_t V = tab->type.dims[0], D = tab->type.dims[1], P = elems(ids);
     LLVMValueRef tp = cg_base(cg, tab);
-    bool tm = cg_time_major(cg->plan, n);
     CgLoop lb = cg_loop_begin(cg, nex(cg, n));
-    LLVMValueRef ip = cg_ex(cg, ids, lb.i), op = cg_ex(cg, n, lb.i);
+    LLVMValueRef ip = cg_ex(cg, ids, lb.i);
     CgLoop lp = cg_loop_begin(cg, P);
     LLVMValueRef id = checked_id(cg, ids, ip, lp.i, V);
-    LLVMValueRef row = tm ? cg_gep(cg, cg->t_f32, cg_base(cg, n), cg_mul(cg, cg_mad(cg, lp.i, cg->batch, lb.i), D))
-                          : cg_gep(cg, cg->t_f32, op, cg_mul(cg, lp.i, D));
-    cg_copy(cg, row, cg_gep(cg, cg->t_f32, tp, cg_mul(cg, id, D)), D);
+    cg_copy(cg, row_of(cg, n, lb.i, lp.i, D), cg_gep(cg, cg->t_f32, tp, cg_mul(cg, id, D)), D);
     cg_loop_end_rolled(cg, &lp);
     cg_loop_end_rolled(cg, &lb);
 }
@@ -1300,11 +1304,7 @@ static void embed_grad_columns(Cg *cg, const Node *n, int64_t nb, LLVMValueRef c
                 LLVMBuildMemSet(cg->b, cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, c0)), LLVMConstInt(cg->t_i8, 0, false),
                                 cg_mul(cg, width, 8), 8);
             } else {
-                /* A time-major dy (codegen.c) holds (b, p)'s row at p * batch + b. */
-                LLVMValueRef dp = pass != 3 ? NULL
-                                  : cg_time_major(cg->plan, dy)
-                                      ? cg_gep(cg, cg->t_f32, cg_base(cg, dy), cg_mul(cg, cg_mad(cg, lp.i, cg->batch, lb.i), D))
-                                      : cg_gep(cg, cg->t_f32, cg_ex(cg, dy, lb.i), cg_mul(cg, lp.i, D));
+                LLVMValueRef dp = pass == 3 ? row_of(cg, dy, lb.i, lp.i, D) : NULL;
                 CgLoop lj = cg_loop_begin_n(cg, width);
                 LLVMValueRef j = cg_add(cg, c0, lj.i);
                 LLVMValueRef at = cg_gep(cg, cg->t_f64, acc, cg_add(cg, row, j));
