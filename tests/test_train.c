@@ -200,7 +200,8 @@ END_TEST
 /* `seqc graph --fused` shows the graph the code generator lowers: the input
  * projection hoisted out of the step, which then reads the projected inputs
  * as a second sequence; the plain graph projects inside the step. `--time`
- * says what the lowering fused. */
+ * says what the lowering fused, the loss run in a wide output layer's
+ * kernel included. */
 START_TEST(graph_fused_and_time) {
     const char *seqc = env("SEQC_EXE");
     ck_assert_msg(sh("'%s' graph --grad --text alarm.seq", seqc) == 0, "%.3000s", out);
@@ -209,6 +210,14 @@ START_TEST(graph_fused_and_time) {
     ck_assert_msg(strstr(out, "{ rnn, 2 sequences") != NULL && strstr(out, "{ rnn, 1 sequences") == NULL, "%.3000s", out);
     ck_assert_msg(sh("SEQC_CACHE=off '%s' run --time alarm.seq info", seqc) == 0, "%.3000s", out);
     ck_assert_msg(strstr(out, "matmuls with their elementwise epilogue (") != NULL, "%.3000s", out);
+    ck_assert_msg(strstr(out, "the loss's rows in its logits' kernel") == NULL, "%.3000s", out);
+    /* A wide output layer's loss runs in the layer's kernel. */
+    write_file("wide.seq", "model wide { input x: f32[3]  target y: i32[]\n"
+                           "  p = dense(x, units: 1100, activation: softmax)\n"
+                           "  loss sparse_categorical_crossentropy(p, y) }\n"
+                           "train { batch 64 }\n");
+    ck_assert_msg(sh("SEQC_CACHE=off '%s' run --time wide.seq info", seqc) == 0, "%.3000s", out);
+    ck_assert_msg(strstr(out, "the loss's rows in its logits' kernel") != NULL, "%.3000s", out);
 }
 END_TEST
 
